@@ -1,0 +1,72 @@
+"""What every dataset reader returns: an ordered list of samples over a root folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: ``key`` is its unique id (file stem / image id; also the ``.bin`` stem), ``target`` its ground
+    truth or a reference to it (dataset-specific), ``info`` small extras (split, camera, ...)."""
+
+    key: str
+    path: str
+    target: Any = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class ImageDataset:
+    """An ordered, indexable set of samples read from ``root`` (``embedded`` when it is the built-in sample)."""
+
+    name: str
+    root: Path
+    samples: list[Sample]
+    embedded: bool = False
+    #: dataset-wide ground truth or files the metric needs (annotation path, .mat folder, ...)
+    extra: dict = field(default_factory=dict)
+    #: files the reader skipped (path, reason), e.g. names not following the layout's pattern
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    def subset(self, limit: int | None) -> "ImageDataset":
+        """The first ``limit`` samples (all when ``limit`` is None or not smaller)."""
+        if limit is None or limit >= len(self.samples):
+            return self
+        return replace(self, samples=self.samples[: int(limit)])
+
+    def shard(self, index: int, count: int) -> "ImageDataset":
+        """Deterministic contiguous shard ``index`` of ``count`` (dataset order is kept inside a shard)."""
+        n = len(self.samples)
+        lo, hi = n * index // count, n * (index + 1) // count
+        return replace(self, samples=self.samples[lo:hi])
+
+    def describe(self) -> str:
+        kind = "embedded sample" if self.embedded else "dataset"
+        return f"{self.name} {kind} at {self.root}: {len(self.samples)} images"
+
+
+def require_dir(path: Path, what: str, layout: str) -> Path:
+    """Return ``path`` if it is a folder, else raise a DatasetError naming it and the expected layout."""
+    if not path.is_dir():
+        raise DatasetError(f"{what} not found: {path}\nExpected layout:\n{layout}")
+    return path
+
+
+def require_file(path: Path, what: str, layout: str) -> Path:
+    """Return ``path`` if it is a file, else raise a DatasetError naming it and the expected layout."""
+    if not path.is_file():
+        raise DatasetError(f"{what} not found: {path}\nExpected layout:\n{layout}")
+    return path

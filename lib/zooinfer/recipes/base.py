@@ -1,0 +1,75 @@
+"""The per-model recipe: every fact that ties network, export, dataset, pre/post-processing and metric together.
+
+A recipe is data plus a few functions; the pipeline, export, benchmark and report read it and hold no model facts.
+All accuracy figures are fractions (0.7943, not 79.43) in the units the metric returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PerfRow:
+    """One published throughput table row: ``fps`` per batch size on ``hardware`` (``source`` says which README)."""
+
+    hardware: str
+    source: str
+    fps: dict[int, float]
+
+
+@dataclass(frozen=True)
+class Published:
+    """Published figures. ``accuracy`` is the reference the report compares against; ``other`` lists revisions."""
+
+    accuracy: dict[str, float]
+    source: str
+    other: tuple[tuple[str, dict[str, float]], ...] = ()
+    performance: tuple[PerfRow, ...] = ()
+
+
+class Accumulator(Protocol):
+    """Streams predictions into a metric's compact state."""
+
+    def update(self, sample: Any, prediction: Any) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+@dataclass
+class Recipe:
+    """Everything the generic code needs to know about one model (see DESIGN.md for the contracts)."""
+
+    name: str
+    task: str  # "classification" | "detection" | "face_detection" | "reid"
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    input_names: list[str]
+    output_names: list[str]
+    opset: int
+    checkpoint_file: str
+    checkpoint_md5: str | None
+    published: Published
+    #: image path -> (float32 CHW array, or a tuple of them for multi-view models; meta dict for postprocess)
+    preprocess: Callable[[str], tuple[np.ndarray | tuple[np.ndarray, ...], dict]]
+    #: (this sample's outputs in ONNX order, batch axis removed; meta) -> prediction.
+    #: For multi-view samples ``outputs`` is a list with one such output list per view.
+    postprocess: Callable[[list[np.ndarray], dict], Any]
+    #: data_root (None = the embedded sample) -> dataset object (see zooinfer.datasets.base.ImageDataset)
+    open_dataset: Callable[[str | None], Any]
+    #: dataset -> metric accumulator (``update(sample, prediction)``, ``compute() -> dict``)
+    new_accumulator: Callable[[Any], Accumulator]
+    #: metric keys shown against the published figures, in order
+    headline: tuple[str, ...]
+    dynamic_batch: bool = True
+    #: ONNX dim_param of the batch axis (the guides use the string "-1")
+    batch_dim_param: str = "-1"
+    #: extra facts for the report: where and why we differ from the guide, files the guide needs that we do not
+    notes: tuple[str, ...] = ()
+    #: ATC options beyond input shape (e.g. {"out_nodes": "..."}) and the guide's soc version
+    atc: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_name(self) -> str:
+        return self.input_names[0]

@@ -65,6 +65,8 @@ class Recipe:
     dynamic_batch: bool = True
     #: ONNX dim_param of the batch axis (the guides use the string "-1")
     batch_dim_param: str = "-1"
+    #: full ``dynamic_axes`` for torch.onnx.export when more than the batch axis is dynamic (None: batch only)
+    dynamic_axes: dict[str, dict[int, str]] | None = None
     #: extra facts for the report: where and why we differ from the guide, files the guide needs that we do not
     notes: tuple[str, ...] = ()
     #: ATC options beyond input shape (e.g. {"out_nodes": "..."}) and the guide's soc version

@@ -1,0 +1,77 @@
+"""Interop with the Ascend offline tools (``benchmark``, ``ais_bench``): ``.bin`` inputs out, result folders back in.
+
+Inputs: one raw float32 C-order array per sample, ``<key>.bin`` (multi-view models: one sub-folder per view,
+``view0/``, ``view1/``, as the PyramidBox guide writes two folders), plus the benchmark tool's ``.info`` list
+(``<index> <path> <width> <height>`` per line).
+
+Outputs: ais_bench writes ``<key>_<k>.bin`` (or ``.txt`` with ``--outfmt TXT``) for output ``k`` counted from 0; the
+old ``benchmark`` tool writes ``<key>_<k>.txt`` counted from 1. :class:`OutputReader` accepts both.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import BackendError
+
+
+def write_input(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Write one sample as raw float32, C order, no header (what the guides' preprocess scripts write)."""
+    np.ascontiguousarray(array, dtype=np.float32).tofile(path)
+
+
+def write_info(entries: Iterable[tuple[str, int, int]], info_path: str | os.PathLike) -> None:
+    """The benchmark tool's ``.info`` file: ``<index> <bin path> <width> <height>`` per sample."""
+    with open(info_path, "w") as f:
+        for i, (path, w, h) in enumerate(entries):
+            f.write(f"{i} {path} {w} {h}\n")
+
+
+class OutputReader:
+    """Reads a tool's result folder back: ``read(key) -> list of arrays`` shaped like one sample's outputs.
+
+    ``output_shapes`` are the per-sample (batch axis removed) shapes in ONNX output order; binary files may hold
+    float32 or float16 (converted to float32).
+    """
+
+    def __init__(self, folder: str | os.PathLike, output_shapes: list[tuple[int, ...]]):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise BackendError(f"result folder not found: {self.folder} (point it at the folder ais_bench/benchmark "
+                               "wrote, e.g. ./output/subdir or ./result/dumpOutput_device0)")
+        self.shapes = [tuple(s) for s in output_shapes]
+        self.name = "bins"
+        self.device = f"files in {self.folder}"
+        self._base: int | None = None
+
+    def _find(self, key: str, k: int) -> Path:
+        bases = [self._base] if self._base is not None else [0, 1]
+        for base in bases:
+            for ext in (".bin", ".txt"):
+                p = self.folder / f"{key}_{k + base}{ext}"
+                if p.is_file():
+                    self._base = base
+                    return p
+        raise FileNotFoundError(f"no result file {key}_{k + (self._base or 0)}.bin/.txt in {self.folder}")
+
+    def read(self, key: str) -> list[np.ndarray]:
+        outs = []
+        for k, shape in enumerate(self.shapes):
+            p = self._find(key, k)
+            n = int(np.prod(shape))
+            if p.suffix == ".txt":
+                a = np.loadtxt(p, dtype=np.float32, ndmin=1).ravel()
+            else:
+                size = p.stat().st_size
+                dtype = np.float32 if size == 4 * n else np.float16 if size == 2 * n else None
+                if dtype is None:
+                    raise BackendError(f"{p}: {size} bytes, expected {4 * n} (float32) or {2 * n} (float16) "
+                                       f"for an output of shape {shape}")
+                a = np.fromfile(p, dtype=dtype).astype(np.float32)
+            if a.size != n:
+                raise BackendError(f"{p}: {a.size} values, expected {n} for an output of shape {shape}")
+            outs.append(a.reshape(shape))
+        return outs

@@ -1,0 +1,72 @@
+"""Timing of pure inference per batch size (the figures every report and ``benchmarks/`` show: one code path).
+
+Each batch size: warm-up runs, then timed runs until both ``min_time`` seconds and ``min_iters`` runs are reached
+(capped at ``max_iters``). Latency percentiles are per batch; throughput = samples / summed latency. A coefficient of
+variation above ``UNSTABLE_CV`` marks the row unstable (a shared or throttled machine).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable, Iterable
+
+import numpy as np
+
+UNSTABLE_CV = 0.15
+
+
+def time_batches(run: Callable[[np.ndarray], object], batch: np.ndarray, *, warmup: int = 2, min_time: float = 1.0,
+                 min_iters: int = 5, max_iters: int = 1000) -> np.ndarray:
+    """Seconds per call of ``run(batch)`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        run(batch)
+    times: list[float] = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        run(batch)
+        times.append(time.perf_counter() - t0)
+    return np.array(times)
+
+
+def summarize(times: np.ndarray, bs: int) -> dict:
+    """Latency percentiles (ms per batch), throughput (samples/s), stability of one batch size's timings."""
+    cv = float(times.std() / times.mean()) if times.size > 1 and times.mean() > 0 else 0.0
+    return {
+        "bs": bs, "iters": int(times.size),
+        "throughput": float(bs * times.size / times.sum()),
+        "latency_ms_mean": float(1e3 * times.mean()),
+        "latency_ms_p50": float(1e3 * np.percentile(times, 50)),
+        "latency_ms_p90": float(1e3 * np.percentile(times, 90)),
+        "latency_ms_p99": float(1e3 * np.percentile(times, 99)),
+        "cv": cv, "unstable": cv > UNSTABLE_CV,
+    }
+
+
+def make_batch(samples: np.ndarray, bs: int) -> np.ndarray:
+    """A (bs, C, H, W) batch made of real preprocessed ``samples`` (N, C, H, W), repeated as needed."""
+    reps = -(-bs // samples.shape[0])
+    return np.ascontiguousarray(np.concatenate([samples] * reps)[:bs], dtype=np.float32)
+
+
+def inference_sweep(session, samples: np.ndarray, batch_sizes: Iterable[int], **timing) -> list[dict]:
+    """Pure-inference throughput and latency of ``session`` at each batch size (static models: their own only).
+
+    ``samples``: real preprocessed inputs (N, C, H, W) to build the batches from.
+    """
+    fixed = session.input_shape[0] if session.input_shape else None
+    sizes = [fixed] if fixed is not None else list(batch_sizes)
+    rows = []
+    for bs in sizes:
+        row = summarize(time_batches(session.run, make_batch(samples, bs), **timing), bs)
+        row["backend"] = session.name
+        if row["unstable"]:
+            warnings.warn(f"{session.name} bs={bs}: timings vary (cv {row['cv']:.0%}); the machine may be busy",
+                          stacklevel=2)
+        rows.append(row)
+    return rows
+
+
+def best_batch(rows: list[dict]) -> int | None:
+    """Batch size with the highest throughput."""
+    return max(rows, key=lambda r: r["throughput"])["bs"] if rows else None

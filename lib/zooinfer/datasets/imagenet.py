@@ -1,0 +1,144 @@
+"""ImageNet-1k validation set in the Ascend guide's layout, and the DPN131 guide's preprocessing.
+
+Layout (``data_root``)::
+
+    val/ILSVRC2012_val_00000001.JPEG ...      flat, or one level of class sub-folders (val/<wnid>/<file>)
+    val_label.txt                             "<file name> <0-based label>" per line, single space
+
+Both walking variants of the guide (flat files, class sub-folders) are accepted; every image is processed and keyed
+by its name up to the first '.', which is also its ``.bin`` stem.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DatasetError
+from .base import ImageDataset, Sample, require_dir, require_file
+from .samples import ensure, skimage_path
+
+LAYOUT = """  <data_root>/val/ILSVRC2012_val_00000001.JPEG ...  (flat, or val/<wnid>/<file>)
+  <data_root>/val_label.txt   one '<file name> <0-based label>' line per image"""
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def stem(name: str) -> str:
+    """The guide's sample key: the file name up to the first '.'."""
+    return name.split(".")[0]
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """``val_label.txt`` -> {stem: 0-based label}; a malformed line raises naming the file and line number."""
+    labels: dict[str, int] = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(" ")
+        try:
+            labels[stem(parts[0])] = int(parts[1])
+        except (IndexError, ValueError):
+            raise DatasetError(f"{path}:{n}: expected '<file name> <0-based label>', got {line!r}") from None
+    return labels
+
+
+def open_imagenet(data_root: str | Path) -> ImageDataset:
+    """Read the val folder and labels; images without a label are an error (the guide would KeyError on them)."""
+    root = Path(data_root)
+    val = require_dir(root / "val", "ImageNet validation image folder", LAYOUT)
+    labels = read_labels(require_file(root / "val_label.txt", "ImageNet label file", LAYOUT))
+    files = sorted(p for p in val.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files += sorted(p for d in sorted(val.iterdir()) if d.is_dir() for p in d.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"no images found in {val}\nExpected layout:\n{LAYOUT}")
+    unlabeled = [p.name for p in files if stem(p.name) not in labels]
+    if unlabeled:
+        raise DatasetError(f"{len(unlabeled)} images in {val} have no line in {root / 'val_label.txt'} "
+                           f"(first: {', '.join(unlabeled[:3])})")
+    samples = [Sample(stem(p.name), str(p), labels[stem(p.name)]) for p in files]
+    samples.sort(key=lambda s: s.key)
+    return ImageDataset("imagenet-val", root, samples, embedded=False)
+
+
+# ---------------------------------------------------------------------------------------------------- preprocessing
+#: Ascend DPN131 guide constants (rounded versions of Cadene's 124/255, 117/255, 104/255 and 1/(0.0167*255))
+DPN_MEAN = np.array([0.486, 0.459, 0.408], dtype=np.float32)
+DPN_STD = np.array([0.235, 0.235, 0.235], dtype=np.float32)
+
+
+def resize_short_side(img: Image.Image, size: int) -> Image.Image:
+    """torchvision-0.6 ``Resize(size)``: Pillow bilinear (antialiased); long side ``int()``-truncated."""
+    w, h = img.size
+    if (w <= h and w == size) or (h <= w and h == size):
+        return img
+    if w < h:
+        return img.resize((size, int(size * h / w)), Image.BILINEAR)
+    return img.resize((int(size * w / h), size), Image.BILINEAR)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Center crop with Python 3 (half-to-even) rounding of the offsets, as torchvision 0.6."""
+    w, h = img.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def preprocess_imagenet(path: str, resize: int = 256, crop: int = 224, mean: np.ndarray = DPN_MEAN,
+                        std: np.ndarray = DPN_STD) -> np.ndarray:
+    """PIL read -> RGB -> short side ``resize`` -> center ``crop`` -> /255 -> (x-mean)/std: float32 (3, crop, crop)."""
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    img = center_crop(resize_short_side(img, resize), crop)
+    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return (x - mean[:, None, None]) / std[:, None, None]
+
+
+# ---------------------------------------------------------------------------------------------------- embedded sample
+#: (scikit-image file, label, why it is here) -- labels plausible where the picture has an ImageNet class
+SAMPLE_IMAGES = [
+    ("chelsea.png", 285, "Egyptian cat; landscape"),
+    ("coffee.png", 967, "espresso; landscape"),
+    ("astronaut.png", 834, "suit; square"),
+    ("rocket.jpg", 812, "space shuttle; landscape, already JPEG"),
+    ("camera.png", 759, "reflex camera; grayscale (mode L)"),
+    ("logo.png", 919, "street sign; RGBA"),
+    ("hubble_deep_field.jpg", 980, "volcano (arbitrary); landscape"),
+    ("motorcycle_left.png", 670, "motor scooter; landscape"),
+]
+
+
+def build_imagenet_sample(root: Path) -> None:
+    """Write the embedded sample in the guide's layout: flat ``val/`` of JPEGs + ``val_label.txt``.
+
+    Besides the pictures above (grayscale, RGBA, landscape, square), two derived crops exercise the preprocessing
+    branches: a portrait whose short side is already 256 (returned unchanged) and one with odd (H-224) (half-to-even
+    crop offset).
+    """
+    val = root / "val"
+    val.mkdir(parents=True)
+    lines = []
+    entries: list[tuple[Image.Image, int]] = []
+    for fname, label, _why in SAMPLE_IMAGES:
+        with Image.open(skimage_path(fname)) as im:
+            im.load()
+            entries.append((im.copy(), label))
+    chelsea = entries[0][0].convert("RGB")
+    entries.append((chelsea.crop((0, 0, 256, 300)), 281))  # portrait, short side already 256
+    entries.append((chelsea.crop((50, 20, 350, 271)), 282))  # 300x251: odd H-224 -> half-to-even offset
+    for i, (img, label) in enumerate(entries, start=1):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        if img.mode not in ("RGB", "L"):  # RGBA / P: keep the original file's pixels, the reader converts
+            img.save(val / name.replace(".JPEG", ".png"), format="PNG")
+            name = name.replace(".JPEG", ".png")
+        else:
+            img.save(val / name, format="JPEG", quality=95)
+        lines.append(f"{name} {label}")
+    (root / "val_label.txt").write_text("\n".join(lines) + "\n")
+
+
+def imagenet_sample_root() -> Path:
+    """Root of the embedded ImageNet-layout sample (built on first use)."""
+    return ensure("imagenet", build_imagenet_sample)

@@ -1,0 +1,157 @@
+"""ONNX export as the guides do it (names, opset, dynamic batch), checked, compared with PyTorch, and cached.
+
+Exported files are cached under ``<cache>/onnx/`` keyed by the checkpoint's md5 (or "synthetic"), the export
+settings and the network's source, so a notebook re-run does not export again; files are written to a temporary name
+and renamed when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ZooinferError
+from .recipes.base import Recipe
+
+#: ATC's soc names for the Ascend chips the guides use
+SOC_VERSIONS = ("Ascend310", "Ascend310P3", "Ascend910B")
+
+
+def cache_dir() -> Path:
+    from .datasets.samples import cache_root
+
+    return cache_root() / "onnx"
+
+
+def _settings_key(recipe: Recipe, model: torch.nn.Module, weights_md5: str | None, batch: int | None) -> str:
+    src = inspect.getsource(sys.modules[type(model).__module__])
+    blob = json.dumps({
+        "model": recipe.name, "weights": weights_md5 or "synthetic", "batch": batch, "opset": recipe.opset,
+        "inputs": recipe.input_names, "outputs": recipe.output_names, "shape": recipe.input_shape,
+        "axes": recipe.dynamic_axes, "torch": torch.__version__,
+        "src": hashlib.md5(src.encode()).hexdigest(),
+    }, sort_keys=True)
+    return hashlib.md5(blob.encode()).hexdigest()[:12]
+
+
+def dynamic_axes(recipe: Recipe) -> dict[str, dict[int, str]]:
+    """The ``dynamic_axes`` torch.onnx.export gets: the recipe's own, or the batch axis of every input and output."""
+    if recipe.dynamic_axes is not None:
+        return recipe.dynamic_axes
+    return {n: {0: recipe.batch_dim_param} for n in [*recipe.input_names, *recipe.output_names]}
+
+
+def export_onnx(recipe: Recipe, model: torch.nn.Module, *, weights_md5: str | None = None, batch: int | None = None,
+                out_path: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Export ``model`` to ONNX with the recipe's names and opset; ``batch=None`` gives a dynamic batch axis.
+
+    Returns the path of the checked ONNX file (cached unless ``force``).
+    """
+    import onnx
+
+    key = _settings_key(recipe, model, weights_md5, batch)
+    tag = f"bs{batch}" if batch else "dynamic"
+    path = Path(out_path) if out_path else cache_dir() / f"{recipe.name}-{tag}-{key}.onnx"
+    if path.is_file() and not force:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.from_numpy(np.random.default_rng(0).standard_normal((batch or 1, *recipe.input_shape),
+                                                                     dtype=np.float32))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (dummy,), str(tmp), input_names=list(recipe.input_names),
+                              output_names=list(recipe.output_names), opset_version=recipe.opset,
+                              dynamic_axes=None if batch else dynamic_axes(recipe), do_constant_folding=True,
+                              dynamo=False)
+        onnx.checker.check_model(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def describe_onnx(path: str | os.PathLike) -> dict:
+    """Inputs/outputs (name, shape with dim_params), opset and operator counts of an ONNX file."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+
+    def dims(v):
+        return [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    ops: dict[str, int] = {}
+    for n in m.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {
+        "inputs": {i.name: dims(i) for i in m.graph.input},
+        "outputs": {o.name: dims(o) for o in m.graph.output},
+        "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
+        "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "size_mb": round(os.path.getsize(path) / 2**20, 1),
+    }
+
+
+def _errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    scale = np.abs(b.astype(np.float64))
+    floor = max(1e-3 * float(scale.max(initial=0.0)), 1e-12)
+    return float(diff.max(initial=0.0)), float((diff / np.maximum(scale, floor)).max(initial=0.0))
+
+
+def parity(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str]) -> list[dict]:
+    """Per output: max abs error, max relative error (relative to |reference|, floored at 1e-3 of its max) and,
+    for (N, C) outputs, the fraction of rows whose argmax agrees."""
+    rows = []
+    for name, r, c in zip(names, reference, candidate):
+        if r.shape != c.shape:
+            raise ZooinferError(f"parity: output {name} has shape {c.shape}, reference {r.shape}")
+        max_abs, max_rel = _errors(c, r)
+        row = {"output": name, "shape": list(r.shape), "max_abs": max_abs, "max_rel": max_rel}
+        if r.ndim == 2:
+            row["argmax_agree"] = float(np.mean(r.argmax(1) == c.argmax(1)))
+        rows.append(row)
+    return rows
+
+
+def batch_invariance(run, batch: np.ndarray) -> float:
+    """Max abs difference between running ``batch`` at once and each sample alone (same session)."""
+    together = run(batch)
+    worst = 0.0
+    for i in range(batch.shape[0]):
+        alone = run(batch[i:i + 1])
+        for t, a in zip(together, alone):
+            worst = max(worst, float(np.abs(t[i:i + 1].astype(np.float64) - a).max(initial=0.0)))
+    return worst
+
+
+def atc_command(recipe: Recipe, onnx_path: str | os.PathLike, bs: int, soc_version: str = "Ascend310P3",
+                output: str | None = None, precision_mode: str | None = None) -> str:
+    """The ATC command line converting the ONNX file to a static-batch OM, as the guides give it."""
+    c, h, w = recipe.input_shape
+    parts = ["atc", "--framework=5", f"--model={onnx_path}", f"--output={output or f'{recipe.name}_bs{bs}'}",
+             "--input_format=NCHW", f'--input_shape="{recipe.input_name}:{bs},{c},{h},{w}"', "--log=error",
+             f"--soc_version={soc_version}"]
+    if recipe.atc.get("out_nodes"):
+        parts.append(f'--out_nodes="{recipe.atc["out_nodes"]}"')
+    if precision_mode or recipe.atc.get("precision_mode"):
+        parts.append(f"--precision_mode={precision_mode or recipe.atc['precision_mode']}")
+    for k, v in recipe.atc.items():
+        if k not in ("out_nodes", "precision_mode", "soc_version"):
+            parts.append(f"--{k}={v}")
+    return " ".join(parts)
+
+
+def ais_bench_command(om_path: str, input_dir: str, output_dir: str, bs: int, outfmt: str = "BIN") -> str:
+    """The ais_bench inference command over a folder of ``.bin`` inputs (results in ``<output_dir>/subdir``)."""
+    return (f"python3 -m ais_bench --model {om_path} --input {input_dir} --output {output_dir} "
+            f"--output_dirname subdir --outfmt {outfmt} --batchsize {bs}")

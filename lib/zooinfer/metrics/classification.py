@@ -1,0 +1,83 @@
+"""Top-k accuracy as the Ascend ``imagenet_acc_eval.py`` computes it (labels 0-based).
+
+Ranking is ``np.argsort(-scores)`` with numpy's default (introsort, not stable) like the guide: for exactly equal
+scores the order is numpy's, deterministic for a given numpy build and input. Ties among float32 logits are rare;
+a stable sort could differ only on them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MetricInputError
+
+MAX_K = 5
+
+
+def ranks_of_labels(logits: np.ndarray, labels: np.ndarray, max_k: int = MAX_K) -> np.ndarray:
+    """Position (0-based) of each label among the top ``max_k`` scores, ``max_k`` when not among them.
+
+    ``logits``: (N, C) scores; ``labels``: (N,) 0-based class indices.
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels).astype(np.int64)
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise MetricInputError(f"topk: logits must be (N, C) and labels (N,), got {logits.shape} and {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise MetricInputError(f"topk: labels must be 0-based class indices below {logits.shape[1]}")
+    order = np.argsort(-logits, axis=1)[:, :max_k]
+    hit = order == labels[:, None]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), max_k)
+
+
+def topk_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """{"top<k>": fraction of samples whose label rank is below k}."""
+    ranks = np.asarray(ranks)
+    n = max(len(ranks), 1)
+    return {f"top{k}": float(np.count_nonzero(ranks < k) / n) for k in ks}
+
+
+def topk(logits: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracies (fractions) for (N, C) ``logits`` and (N,) 0-based ``labels``."""
+    if max(ks) > MAX_K:
+        return topk_from_ranks(ranks_of_labels(logits, labels, max(ks)), ks)
+    return topk_from_ranks(ranks_of_labels(logits, labels), ks)
+
+
+class TopKAccumulator:
+    """Streams logits; keeps one small rank per sample (not the logits), so memory is O(N) bytes."""
+
+    def __init__(self) -> None:
+        self._ranks: list[int] = []
+        self.keys: list[str] = []
+
+    def update(self, sample, logits: np.ndarray) -> None:
+        """``sample.target`` is the 0-based label; ``logits`` the (C,) scores."""
+        self._ranks.append(int(ranks_of_labels(np.asarray(logits)[None], np.array([sample.target]))[0]))
+        self.keys.append(sample.key)
+
+    def compute(self) -> dict[str, float]:
+        out = topk_from_ranks(np.array(self._ranks), ks=tuple(range(1, MAX_K + 1)))
+        out["n_images"] = len(self._ranks)
+        return out
+
+
+def read_result_txt(path: str | Path, n_classes: int | None = None) -> np.ndarray:
+    """Scores from an ais_bench/benchmark text result: the first line, split on single spaces, as float32."""
+    path = Path(path)
+    with open(path) as f:
+        line = f.readline().strip()
+    try:
+        scores = np.array([np.float32(t) for t in line.split(" ") if t != ""], dtype=np.float32)
+    except ValueError:
+        raise MetricInputError(f"{path}:1: not a line of space-separated numbers") from None
+    if n_classes is not None and scores.size != n_classes:
+        raise MetricInputError(f"{path}:1: {scores.size} scores, expected {n_classes}")
+    return scores
+
+
+def guide_key(result_file_name: str) -> str:
+    """The guide's result -> image key: name before the first '.', cut at the last '_' (``x_1.txt`` -> ``x``)."""
+    base = result_file_name.split(".")[0]
+    return base.rsplit("_", 1)[0] if "_" in base else base

@@ -1,0 +1,262 @@
+"""The streaming evaluation loop shared by every model.
+
+samples -> read + preprocess (worker threads, bounded prefetch) -> batches of ``bs`` views -> backend -> per-sample
+outputs -> postprocess + metric update (one ordered background thread) -> ``RunResult``.
+
+Memory stays flat: at most ``prefetch`` preprocessed samples and two postprocess batches are in flight, and only the
+accumulator's compact state (plus the first ``keep`` predictions, for plots) outlives a sample. Unreadable images are
+skipped, counted and named; the run goes on.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends.base import static_batch
+from .datasets.base import ImageDataset, Sample
+from .recipes.base import Recipe
+
+STAGES = ("read", "preprocess", "infer", "postprocess", "metric")
+
+
+@dataclass
+class StageTimer:
+    """Summed seconds and item counts per stage (summed over threads: stages overlap in wall time)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    items: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STAGES})
+
+    def add(self, stage: str, seconds: float, n: int = 1) -> None:
+        self.seconds[stage] += seconds
+        self.items[stage] += n
+
+    def merge(self, other: "StageTimer") -> None:
+        for s in STAGES:
+            self.seconds[s] += other.seconds[s]
+            self.items[s] += other.items[s]
+
+
+@dataclass
+class RunResult:
+    """What one pass over a dataset produced."""
+
+    metrics: dict[str, float]
+    n_samples: int
+    n_done: int
+    skipped: list[tuple[str, str, str]]  # (key, path, reason)
+    timer: StageTimer
+    wall_s: float
+    batch_size: int
+    backend: str
+    kept: list[tuple[Sample, Any]] = field(default_factory=list)
+    accumulator: Any = None
+
+    @property
+    def throughput(self) -> float:
+        """End-to-end samples per second (wall clock, everything included)."""
+        return self.n_done / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def stage_table(self) -> list[dict]:
+        """The old Ascend benchmark's per-stage lines: ms per sample and samples/s of each stage alone."""
+        rows = []
+        for s in STAGES:
+            sec, n = self.timer.seconds[s], self.timer.items[s]
+            rows.append({"stage": s, "items": n, "total_s": round(sec, 4),
+                         "ms_per_item": round(1e3 * sec / n, 3) if n else None,
+                         "items_per_s": round(n / sec, 2) if sec > 0 else None})
+        rows.append({"stage": "end-to-end", "items": self.n_done, "total_s": round(self.wall_s, 4),
+                     "ms_per_item": round(1e3 * self.wall_s / self.n_done, 3) if self.n_done else None,
+                     "items_per_s": round(self.throughput, 2) if self.n_done else None})
+        return rows
+
+
+def default_workers() -> int:
+    """Preprocessing threads: a quarter of the CPUs (at least 1, at most 8), leaving the rest to inference."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, n // 4))
+
+
+def _load(recipe: Recipe, sample: Sample) -> tuple[Sample, Any, dict | None, str | None, float, float]:
+    """Read the file (timed separately: pulls it into the page cache) then preprocess it. Never raises."""
+    t0 = time.perf_counter()
+    try:
+        with open(sample.path, "rb") as f:
+            f.read()
+    except OSError as e:
+        return sample, None, None, f"{type(e).__name__}: {e.strerror or e}", time.perf_counter() - t0, 0.0
+    t1 = time.perf_counter()
+    try:
+        arrays, meta = recipe.preprocess(sample.path)
+    except Exception as e:  # noqa: BLE001 - any failure on one image is counted, reported and skipped
+        return sample, None, None, f"{type(e).__name__}: {e}", t1 - t0, time.perf_counter() - t1
+    return sample, arrays, meta, None, t1 - t0, time.perf_counter() - t1
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", smoothing=0.1)
+
+
+class _Batcher:
+    """Collects views into a preallocated (bs, C, H, W) buffer; flushes when full or when the view shape changes."""
+
+    def __init__(self, bs: int, pad_to: int | None):
+        self.bs, self.pad_to = bs, pad_to
+        self.buf: np.ndarray | None = None
+        self.owners: list[tuple[int, int]] = []  # (sample slot, view index) per row
+
+    def add(self, view: np.ndarray, owner: tuple[int, int]) -> bool:
+        """Add a view; returns True when the batch is full."""
+        if self.buf is None or self.buf.shape[1:] != view.shape:
+            self.buf = np.empty((self.pad_to or self.bs, *view.shape), dtype=np.float32)
+        self.buf[len(self.owners)] = view
+        self.owners.append(owner)
+        return len(self.owners) == self.bs
+
+    def shape_changes(self, view: np.ndarray) -> bool:
+        return bool(self.owners) and self.buf is not None and self.buf.shape[1:] != view.shape
+
+    def take(self) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        n = len(self.owners)
+        if self.pad_to:  # static-batch model: zero the padding rows, they are dropped after inference
+            self.buf[n:] = 0.0
+            batch = self.buf
+        else:
+            batch = self.buf[:n]
+        owners, self.owners = self.owners, []
+        self.buf = None  # a fresh buffer per batch: the previous one may still be read by postprocessing
+        return batch, owners
+
+
+def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None, workers: int | None = None,
+        limit: int | None = None, progress: bool = True, keep: int = 0, prefetch: int | None = None) -> RunResult:
+    """Evaluate ``dataset`` (first ``limit`` samples) through ``session`` and return metrics, timings, skips.
+
+    ``session`` is a backend session (``run(batch)``) or a ``bins.OutputReader`` (``read(key)``: results computed
+    elsewhere, e.g. on an Ascend NPU by ais_bench; preprocessing and inference are then skipped).
+    ``bs`` counts views (a two-view sample occupies two rows). With a static-batch session ``bs`` must equal its
+    batch size; the last partial batch is zero-padded and the padding dropped.
+    """
+    from .errors import BackendError
+
+    data = dataset.subset(limit)
+    acc = accumulator if accumulator is not None else recipe.new_accumulator(data)
+    timer = StageTimer()
+    skipped: list[tuple[str, str, str]] = []
+    kept: list[tuple[Sample, Any]] = []
+    bar = _progress(len(data), f"{recipe.name} [{getattr(session, 'name', '?')}]", progress)
+    t_start = time.perf_counter()
+    post_pool = ThreadPoolExecutor(1, thread_name_prefix="zooinfer-post")
+    pending_post: deque[Future] = deque()
+
+    def finish(sample: Sample, outputs: Any, meta: dict) -> None:
+        t0 = time.perf_counter()
+        pred = recipe.postprocess(outputs, meta)
+        t1 = time.perf_counter()
+        acc.update(sample, pred)
+        timer.add("postprocess", t1 - t0)
+        timer.add("metric", time.perf_counter() - t1)
+        if len(kept) < keep:
+            kept.append((sample, pred))
+
+    def submit_post(fn, *args) -> None:
+        pending_post.append(post_pool.submit(fn, *args))
+        while len(pending_post) > 2 * max(bs, 1) or (pending_post and pending_post[0].done()):
+            pending_post.popleft().result()
+            if bar is not None:
+                bar.update(1)
+
+    n_done = 0
+    try:
+        if hasattr(session, "read") and not hasattr(session, "run"):  # results computed by an external tool
+            for sample in data:
+                t0 = time.perf_counter()
+                try:
+                    outputs = session.read(sample.key)
+                    meta = dict(recipe.preprocess(sample.path)[1])  # the meta postprocessing needs (sizes, ids)
+                    meta.setdefault("key", sample.key)
+                except (OSError, ValueError) as e:
+                    skipped.append((sample.key, sample.path, f"{type(e).__name__}: {e}"))
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                timer.add("read", time.perf_counter() - t0)
+                submit_post(finish, sample, outputs, meta)
+                n_done += 1
+        else:
+            fixed = static_batch(session)
+            if fixed is not None and bs != fixed:
+                raise BackendError(f"{session.name}: the model has a static batch size of {fixed}; run with bs={fixed} "
+                                   f"(got bs={bs}) or export/convert the model again for bs={bs}")
+            n_workers = workers or default_workers()
+            window = prefetch or max(2 * bs, 4 * n_workers)
+            slots: dict[int, list] = {}  # sample slot -> [sample, meta, n_views, outputs per view]
+            batcher = _Batcher(bs, fixed)
+
+            def infer_flush() -> None:
+                batch, owners = batcher.take()
+                t0 = time.perf_counter()
+                outs = session.run(batch)
+                timer.add("infer", time.perf_counter() - t0, len(owners))
+                for row, (slot, view) in enumerate(owners):
+                    entry = slots[slot]
+                    entry[3][view] = [o[row] for o in outs]
+                    if all(v is not None for v in entry[3]):
+                        del slots[slot]
+                        sample, meta, n_views, per_view = entry
+                        submit_post(finish, sample, per_view[0] if n_views == 1 else per_view, meta)
+
+            with ThreadPoolExecutor(n_workers, thread_name_prefix="zooinfer-pre") as pre_pool:
+                it = iter(enumerate(data))
+                inflight: deque[Future] = deque()
+                for _ in range(window):
+                    nxt = next(it, None)
+                    if nxt is None:
+                        break
+                    inflight.append(pre_pool.submit(_load, recipe, nxt[1]))
+                slot_id = 0
+                while inflight:
+                    sample, arrays, meta, err, t_read, t_pre = inflight.popleft().result()
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        inflight.append(pre_pool.submit(_load, recipe, nxt[1]))
+                    timer.add("read", t_read)
+                    if err is not None:
+                        skipped.append((sample.key, sample.path, err))
+                        if bar is not None:
+                            bar.update(1)
+                        continue
+                    timer.add("preprocess", t_pre)
+                    views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
+                    meta = dict(meta or {})
+                    meta.setdefault("key", sample.key)
+                    slots[slot_id] = [sample, meta, len(views), [None] * len(views)]
+                    for v, view in enumerate(views):
+                        if batcher.shape_changes(view):
+                            infer_flush()
+                        if batcher.add(view, (slot_id, v)):
+                            infer_flush()
+                    slot_id += 1
+                    n_done += 1
+                if batcher.owners:
+                    infer_flush()
+        while pending_post:
+            pending_post.popleft().result()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        post_pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t_start
+    metrics = acc.compute() if n_done else {}
+    return RunResult(metrics, len(data), n_done, skipped, timer, wall, bs, getattr(session, "name", "?"), kept, acc)

@@ -1,0 +1,231 @@
+"""Run folders, metrics.json, environment manifest, tables and plots.
+
+A run writes into ``outputs/<model>/.<run-id>.partial/`` and is renamed to ``outputs/<model>/<run-id>/`` only when
+complete, so nothing half-written looks finished. When the CLI drives papermill it owns that rename (it adds the
+executed notebook and its HTML first): it passes the partial folder in ``ZOOINFER_RUN_DIR``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+PACKAGES = ("zooinfer", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless",
+            "opencv-python", "pillow", "pycocotools", "scipy", "papermill", "ray", "aclruntime", "ais_bench")
+RUN_DIR_ENV = "ZOOINFER_RUN_DIR"
+
+
+def default_output_root() -> Path:
+    """``$ZOOINFER_OUTPUTS``, else the checkout's ``outputs/`` (when installed from a checkout), else ``./outputs``."""
+    if os.environ.get("ZOOINFER_OUTPUTS"):
+        return Path(os.environ["ZOOINFER_OUTPUTS"])
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
+        return checkout / "outputs"
+    return Path("outputs")
+
+
+def new_run_id(model: str) -> str:
+    return f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{model}-{os.getpid()}"
+
+
+class RunDir:
+    """A run's output folder, written in place under a partial name and renamed by :meth:`finalize`."""
+
+    def __init__(self, model: str, root: str | os.PathLike | None = None, run_id: str | None = None):
+        forced = os.environ.get(RUN_DIR_ENV)
+        self.owned = not forced
+        if forced:
+            self.path = Path(forced)
+            self.final = self.path.with_name(self.path.name.lstrip(".").removesuffix(".partial"))
+        else:
+            self.run_id = run_id or new_run_id(model)
+            self.final = Path(root or default_output_root()) / model / self.run_id
+            self.path = self.final.with_name(f".{self.run_id}.partial")
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def finalize(self) -> Path:
+        """Rename the partial folder to its final name (unless the CLI owns it); returns the final path."""
+        if not self.owned:
+            return self.final
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        self.path.rename(self.final)
+        self.path = self.final
+        return self.final
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain"], capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _gpus() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+
+def environment() -> dict[str, Any]:
+    """Versions, hardware and execution providers of this machine (for metrics.json)."""
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    except ImportError:
+        providers = []
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "python": sys.version.split()[0], "platform": platform.platform(), "cpu": _cpu_name(), "cpus": cpus,
+        "gpus": _gpus(), "onnxruntime_providers": providers, "git_revision": _git_revision(),
+        "packages": {p: v for p in PACKAGES if (v := _version(p))},
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON (numpy values converted), atomically."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[str]) -> list[dict]:
+    """Ours vs the published reference (and other published revisions), in percent, with the delta."""
+    rows = []
+    for k in headline:
+        ours = metrics.get(k)
+        ref = published.accuracy.get(k)
+        row = {"metric": k, "ours_%": None if ours is None else round(100 * ours, 2),
+               "published_%": None if ref is None else round(100 * ref, 3),
+               "delta_pts": None if ours is None or ref is None else round(100 * (ours - ref), 2)}
+        for label, vals in published.other:
+            if k in vals:
+                row[label] = round(100 * vals[k], 2)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.4g}") -> str:
+    """A GitHub-markdown table of ``rows`` (dicts), shown in notebooks and written into README tables."""
+    if not rows:
+        return "_(no rows)_"
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return floatfmt.format(v)
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def show(rows: list[dict] | str, title: str | None = None, columns: list[str] | None = None) -> None:
+    """Display a table (or markdown text) in a notebook; print it elsewhere."""
+    text = rows if isinstance(rows, str) else markdown_table(rows, columns)
+    if title:
+        text = f"**{title}**\n\n{text}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:
+        pass
+    print(text)
+
+
+def plot_throughput(rows: list[dict], path: str | os.PathLike | None = None, title: str = "", published=()):
+    """Throughput (samples/s) vs batch size per backend, with published rows as dashed lines; saved as PNG."""
+    import matplotlib
+
+    if path is not None and "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        rs = sorted((r for r in rows if r["backend"] == backend), key=lambda r: r["bs"])
+        ax1.plot([r["bs"] for r in rs], [r["throughput"] for r in rs], "o-", label=f"{backend} (this machine)")
+        for q, style in (("p50", "o-"), ("p90", "s--"), ("p99", "^:")):
+            ax2.plot([r["bs"] for r in rs], [r[f"latency_ms_{q}"] for r in rs], style, label=f"{backend} {q}")
+    for row in published:
+        bss = sorted(row.fps)
+        ax1.plot(bss, [row.fps[b] for b in bss], "x--", alpha=0.6, label=f"published: {row.hardware}")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.grid(True, alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("throughput (images/s)")
+    ax2.set_ylabel("latency per batch (ms)")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -1,0 +1,1 @@
+"""Plots the notebooks show (one module per task)."""

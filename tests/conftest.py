@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny recipe + model for fast pipeline/backend tests, and a few images on disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zooinfer.datasets.base import ImageDataset, Sample
+from zooinfer.recipes.base import Published, Recipe
+
+
+class TinyNet(torch.nn.Module):
+    """(N, 3, 8, 8) -> (N, 4) logits and (N, 2, 4) maps: small, deterministic, two outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.mean((2, 3))), y[:, :2, :2, :2].flatten(2)
+
+
+class ListAccumulator:
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def update(self, sample, prediction) -> None:
+        self.items.append((sample.key, prediction))
+
+    def compute(self) -> dict:
+        return {"n": len(self.items)}
+
+
+def tiny_preprocess(path: str):
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB").resize((8, 8), Image.BILINEAR), dtype=np.float32) / 255.0
+    return a.transpose(2, 0, 1).copy(), {"size": 8}
+
+
+def make_recipe(multi_view: bool = False) -> Recipe:
+    def pre(path):
+        x, meta = tiny_preprocess(path)
+        return ((x, x[:, :, ::-1].copy()), meta) if multi_view else (x, meta)
+
+    return Recipe(
+        name="tiny", task="classification", input_shape=(3, 8, 8), input_names=["image"],
+        output_names=["logits", "maps"], opset=13, checkpoint_file="tiny.pth", checkpoint_md5=None,
+        published=Published(accuracy={"n": 1.0}, source="test"), preprocess=pre,
+        postprocess=lambda outputs, meta: outputs, open_dataset=lambda root: None,
+        new_accumulator=lambda ds: ListAccumulator(), headline=("n",),
+    )
+
+
+@pytest.fixture
+def tiny_model() -> TinyNet:
+    return TinyNet().eval()
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """Seven small RGB JPEGs img0..img6 with distinct content."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (12 + i, 10 + 2 * i, 3), dtype=np.uint8)).save(d / f"img{i}.jpg")
+    return d
+
+
+@pytest.fixture
+def tiny_dataset(image_dir: Path) -> ImageDataset:
+    samples = [Sample(p.stem, str(p), int(p.stem[3:])) for p in sorted(image_dir.iterdir())]
+    return ImageDataset("tiny", image_dir, samples)

@@ -1,0 +1,77 @@
+"""Backends: selection errors, static-batch checks, ONNX Runtime vs torch, result-file reading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zooinfer.backends import open_session
+from zooinfer.backends.bins import OutputReader, write_info, write_input
+from zooinfer.errors import BackendError
+
+
+def _onnx(tmp_path, model, batch=None):
+    path = tmp_path / "tiny.onnx"
+    axes = None if batch else {"image": {0: "-1"}, "logits": {0: "-1"}, "maps": {0: "-1"}}
+    torch.onnx.export(model, (torch.zeros(batch or 1, 3, 8, 8),), str(path), input_names=["image"],
+                      output_names=["logits", "maps"], opset_version=13, dynamic_axes=axes, dynamo=False)
+    return path
+
+
+def test_unknown_backend_lists_choices():
+    with pytest.raises(BackendError, match="choose one of onnxruntime, ort-cuda, ort-tensorrt, torch"):
+        open_session("tensorflow")
+
+
+def test_missing_execution_provider_lists_available(tmp_path, tiny_model):
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("TensorRT is available here")
+    with pytest.raises(BackendError, match=r"needs TensorrtExecutionProvider, but this onnxruntime build offers only \[.*'CPUExecutionProvider'"):
+        open_session("ort-tensorrt", onnx_path=_onnx(tmp_path, tiny_model))
+
+
+def test_acl_without_ascend_says_how_to_install():
+    with pytest.raises(BackendError, match="ais_bench"):
+        open_session("acl", om_path="model.om")
+
+
+def test_onnxruntime_matches_torch_and_reports_dynamic_batch(tmp_path, tiny_model):
+    sess = open_session("onnxruntime", onnx_path=_onnx(tmp_path, tiny_model), threads=1)
+    assert sess.input_shape[0] is None and sess.input_shape[1:] == (3, 8, 8)
+    x = np.random.default_rng(0).standard_normal((5, 3, 8, 8), dtype=np.float32)
+    ref = open_session("torch", model=tiny_model).run(x)
+    for a, b in zip(sess.run(x), ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_static_onnx_batch_mismatch_is_a_clear_error(tmp_path, tiny_model):
+    sess = open_session("onnxruntime", onnx_path=_onnx(tmp_path, tiny_model, batch=4), threads=1)
+    assert sess.input_shape[0] == 4
+    with pytest.raises(BackendError, match="static batch size of 4 but was given a batch of 2"):
+        sess.run(np.zeros((2, 3, 8, 8), np.float32))
+
+
+def test_bins_round_trip_and_benchmark_txt_outputs(tmp_path):
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    write_input(a, tmp_path / "x.bin")
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "x.bin", np.float32).reshape(2, 3, 4), a)
+    write_info([(str(tmp_path / "x.bin"), 4, 3)], tmp_path / "x.info")
+    assert (tmp_path / "x.info").read_text() == f"0 {tmp_path / 'x.bin'} 4 3\n"
+    res = tmp_path / "dumpOutput_device0"
+    res.mkdir()
+    (res / "img_1.txt").write_text("1 2 3 4\n")  # old benchmark tool: outputs counted from 1, text
+    (res / "img_2.txt").write_text("5 6\n")
+    np.float16([7, 8]).tofile(res / "other_0.bin")  # an fp16 output
+    np.float16([9, 10]).tofile(res / "other_1.bin")
+    got = OutputReader(res, [(2, 2), (2,)]).read("img")
+    np.testing.assert_array_equal(got[0], [[1, 2], [3, 4]])
+    got = OutputReader(res, [(2,), (2,)]).read("other")
+    assert got[0].dtype == np.float32 and got[1].tolist() == [9, 10]
+    with pytest.raises(BackendError, match="expected 16 \\(float32\\) or 8 \\(float16\\)"):
+        OutputReader(res, [(4,), (2,)]).read("other")
+    with pytest.raises(FileNotFoundError, match="no result file missing_0"):
+        OutputReader(res, [(2,)]).read("missing")
+    with pytest.raises(BackendError, match="result folder not found"):
+        OutputReader(tmp_path / "nope", [(2,)])

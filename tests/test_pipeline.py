@@ -1,0 +1,105 @@
+"""The streaming pipeline: order, batching, padding for static batches, multi-view samples, skips, bins results."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zooinfer import pipeline
+from zooinfer.backends import open_session
+from zooinfer.backends.bins import OutputReader
+from zooinfer.datasets.base import ImageDataset, Sample
+from zooinfer.errors import BackendError
+
+from conftest import make_recipe, tiny_preprocess
+
+
+class FixedBatchSession:
+    """Wraps a session and pretends the model has a static batch of ``n`` (like an OM or static ONNX file)."""
+
+    def __init__(self, inner, n):
+        self.inner, self.name, self.device, self.input_shape = inner, "static", "cpu", (n, 3, 8, 8)
+        self.seen = []
+
+    def run(self, batch):
+        assert batch.shape[0] == self.input_shape[0]
+        self.seen.append(batch.shape[0])
+        return self.inner.run(batch)
+
+
+def _expected(model, dataset):
+    sess = open_session("torch", model=model)
+    return {s.key: sess.run(tiny_preprocess(s.path)[0][None]) for s in dataset}
+
+
+@pytest.mark.parametrize("bs", [1, 3, 8])
+def test_results_equal_one_at_a_time_in_dataset_order(tiny_model, tiny_dataset, bs):
+    recipe = make_recipe()
+    res = pipeline.run(recipe, tiny_dataset, open_session("torch", model=tiny_model), bs=bs, progress=False, keep=3)
+    expected = _expected(tiny_model, tiny_dataset)
+    keys = [k for k, _ in res.accumulator.items]
+    assert keys == [s.key for s in tiny_dataset]
+    for key, outs in res.accumulator.items:
+        for got, want in zip(outs, expected[key]):
+            np.testing.assert_allclose(got, want[0], atol=1e-5)
+    assert res.metrics == {"n": 7} and res.n_done == 7 and not res.skipped
+    assert [s.key for s, _ in res.kept] == keys[:3]
+    stages = {row["stage"]: row for row in res.stage_table()}
+    assert stages["infer"]["items"] == 7 and stages["end-to-end"]["items"] == 7
+
+
+def test_static_batch_pads_last_batch_and_drops_padding(tiny_model, tiny_dataset):
+    sess = FixedBatchSession(open_session("torch", model=tiny_model), 4)
+    res = pipeline.run(make_recipe(), tiny_dataset, sess, bs=4, progress=False)
+    assert sess.seen == [4, 4] and len(res.accumulator.items) == 7
+    expected = _expected(tiny_model, tiny_dataset)
+    key, outs = res.accumulator.items[-1]
+    np.testing.assert_allclose(outs[0], expected[key][0][0], atol=1e-5)
+
+
+def test_static_batch_wrong_bs_is_a_clear_error(tiny_model, tiny_dataset):
+    sess = FixedBatchSession(open_session("torch", model=tiny_model), 4)
+    with pytest.raises(BackendError, match="static batch size of 4; run with bs=4"):
+        pipeline.run(make_recipe(), tiny_dataset, sess, bs=8, progress=False)
+
+
+def test_multi_view_samples_get_one_output_list_per_view(tiny_model, tiny_dataset):
+    res = pipeline.run(make_recipe(multi_view=True), tiny_dataset, open_session("torch", model=tiny_model), bs=3,
+                       progress=False)
+    sess = open_session("torch", model=tiny_model)
+    for (key, per_view), sample in zip(res.accumulator.items, tiny_dataset):
+        assert key == sample.key and len(per_view) == 2
+        x = tiny_preprocess(sample.path)[0]
+        np.testing.assert_allclose(per_view[1][0], sess.run(x[:, :, ::-1].copy()[None])[0][0], atol=1e-5)
+        np.testing.assert_allclose(per_view[0][0], sess.run(x[None])[0][0], atol=1e-5)
+
+
+def test_unreadable_and_missing_images_are_skipped_and_counted(tiny_model, tiny_dataset, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    samples = list(tiny_dataset) + [Sample("broken", str(broken)), Sample("gone", str(tmp_path / "gone.jpg"))]
+    ds = ImageDataset("tiny", tmp_path, samples[:3] + samples[7:] + samples[3:7])
+    res = pipeline.run(make_recipe(), ds, open_session("torch", model=tiny_model), bs=2, progress=False)
+    assert res.n_done == 7 and res.metrics == {"n": 7}
+    assert [k for k, _, _ in res.skipped] == ["broken", "gone"]
+    assert "UnidentifiedImageError" in res.skipped[0][2] and "FileNotFoundError" in res.skipped[1][2]
+
+
+def test_limit(tiny_model, tiny_dataset):
+    res = pipeline.run(make_recipe(), tiny_dataset, open_session("torch", model=tiny_model), bs=2, limit=3,
+                       progress=False)
+    assert res.n_samples == 3 and [k for k, _ in res.accumulator.items] == ["img0", "img1", "img2"]
+
+
+def test_results_from_an_external_tool(tiny_model, tiny_dataset, tmp_path):
+    """ais_bench writes <key>_0.bin, <key>_1.bin ...: the reader feeds them to postprocessing."""
+    expected = _expected(tiny_model, tiny_dataset)
+    out = tmp_path / "result"
+    out.mkdir()
+    for key, outs in expected.items():
+        for k, o in enumerate(outs):
+            o[0].astype(np.float32).tofile(out / f"{key}_{k}.bin")
+    reader = OutputReader(out, [(4,), (2, 4)])
+    res = pipeline.run(make_recipe(), tiny_dataset, reader, progress=False)
+    assert res.n_done == 7
+    for key, outs in res.accumulator.items:
+        np.testing.assert_array_equal(outs[1], expected[key][1][0])

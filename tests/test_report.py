@@ -1,0 +1,59 @@
+"""Run folders are renamed only when complete; metrics.json and the tables hold what the report shows."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zooinfer import bench, export, recipes, report
+from zooinfer.report import RunDir
+
+
+def test_run_dir_is_partial_until_finalized(tmp_path, monkeypatch):
+    monkeypatch.delenv(report.RUN_DIR_ENV, raising=False)
+    rd = RunDir("dpn131", tmp_path, run_id="r1")
+    report.write_json(rd.file("metrics.json"), {"a": 1})
+    assert rd.path.name == ".r1.partial" and not (tmp_path / "dpn131" / "r1").exists()
+    final = rd.finalize()
+    assert final == tmp_path / "dpn131" / "r1" and json.loads((final / "metrics.json").read_text()) == {"a": 1}
+    assert not (tmp_path / "dpn131" / ".r1.partial").exists()
+
+
+def test_cli_owned_run_dir_is_not_renamed_by_the_notebook(tmp_path, monkeypatch):
+    partial = tmp_path / "m" / ".r2.partial"
+    monkeypatch.setenv(report.RUN_DIR_ENV, str(partial))
+    rd = RunDir("m")
+    assert rd.path == partial and rd.finalize() == tmp_path / "m" / "r2" and partial.is_dir()
+
+
+def test_accuracy_rows_and_markdown():
+    r = recipes.get("dpn131")
+    rows = report.accuracy_rows({"top1": 0.5, "top5": 0.9}, r.published, r.headline)
+    assert rows[0]["ours_%"] == 50.0 and rows[0]["published_%"] == 79.432 and rows[0]["delta_pts"] == -29.43
+    table = report.markdown_table(rows, ["metric", "ours_%", "published_%"])
+    assert table.splitlines()[2] == "| top1 | 50 | 79.43 |"
+
+
+def test_environment_manifest_has_versions():
+    env = report.environment()
+    assert {"torch", "onnxruntime", "numpy"} <= set(env["packages"]) and "CPUExecutionProvider" in \
+        env["onnxruntime_providers"]
+
+
+def test_bench_summary_and_best_batch():
+    import numpy as np
+
+    row = bench.summarize(np.array([0.1, 0.1, 0.1, 0.1]), bs=8)
+    assert row["throughput"] == pytest.approx(80.0) and row["latency_ms_p50"] == pytest.approx(100.0)
+    assert not row["unstable"]
+    assert bench.summarize(np.array([0.1, 0.3, 0.1, 0.3]), bs=1)["unstable"]
+    assert bench.best_batch([{"bs": 1, "throughput": 3.0}, {"bs": 8, "throughput": 5.0}]) == 8
+    assert bench.make_batch(np.zeros((3, 1, 2, 2), np.float32), 7).shape == (7, 1, 2, 2)
+
+
+def test_atc_and_ais_bench_commands():
+    r = recipes.get("dpn131")
+    assert export.atc_command(r, "dpn131.onnx", 8, output="dpn131_bs8") == (
+        'atc --framework=5 --model=dpn131.onnx --output=dpn131_bs8 --input_format=NCHW '
+        '--input_shape="image:8,3,224,224" --log=error --soc_version=Ascend310P3')
+    assert "--batchsize 8" in export.ais_bench_command("m.om", "in", "out", 8)

@@ -20,29 +20,32 @@ papermill notebooks/dpn131.ipynb out.ipynb -f params/dpn131.yaml \\
 Every fact (preprocessing constants, ONNX names, published figures) comes from `zooinfer.recipes.dpn131`."""
 
 PARAMS = """model = "dpn131"
-weights = None          # the published checkpoint file as downloaded (dpn131-7af84be88.pth); None = synthetic weights
-data_root = None        # ImageNet root holding val/ and val_label.txt; None = the embedded sample
+weights = None          # the published checkpoint file as downloaded (dpn131-7af84be88.pth), None for synthetic weights
+data_root = None        # ImageNet root holding val/ and val_label.txt, None for the embedded sample
 backend = "onnxruntime" # onnxruntime | ort-cuda | ort-tensorrt | torch | torch-cuda | acl | bins
 bs = 8                  # batch size of the evaluation run
-limit = None            # evaluate only the first N images (None = all)
+limit = None            # evaluate only the first N images (None: all)
 static_batch = False    # export the ONNX graph with a fixed batch of bs (as the OM files are)
 batch_sizes = [1, 8]    # pure-inference sweep
 bench_min_time = 1.0    # seconds per batch size in the sweep
-workers = None          # preprocessing threads (None = a quarter of the CPUs)
-threads = None          # inference threads (None = physical cores)
+prep_threads = None     # preprocessing threads per process (None: a quarter of the CPUs)
+workers = 1             # processes evaluating shards of the dataset (more than 1 uses Ray)
+ray_address = None      # Ray cluster to join (auto, or host:port), None for a local Ray instance
+threads = None          # inference threads (None: physical cores)
 om_path = None          # for backend acl: the .om file atc produced
 results_dir = None      # for backend bins: the folder ais_bench or benchmark wrote
-output_root = None      # parent of outputs/<model>/<run-id>/ (None = outputs/ of this checkout)"""
+output_root = None      # parent of outputs/<model>/<run-id>/ (None: outputs/ of this checkout)"""
 
 SETUP = """import matplotlib.pyplot as plt
 from zooinfer import report
 from zooinfer.evaluation import Evaluation
 
 ev = Evaluation(model, weights=weights, data_root=data_root, backend=backend, bs=bs, limit=limit,
-                static_batch=static_batch, workers=workers, threads=threads, om_path=om_path,
+                static_batch=static_batch, prep_threads=prep_threads, threads=threads, om_path=om_path,
+                workers=workers, ray_address=ray_address,
                 results_dir=results_dir, output_root=output_root,
                 params=dict(model=model, weights=weights, data_root=data_root, backend=backend, bs=bs, limit=limit,
-                            static_batch=static_batch, batch_sizes=batch_sizes))
+                            static_batch=static_batch, batch_sizes=batch_sizes, workers=workers))
 ev.banner();"""
 
 PREPARE = """info = ev.prepare()

@@ -33,8 +33,9 @@ class Evaluation:
     """Holds the run's parameters, the built model/ONNX file/session, and the results each step produced."""
 
     def __init__(self, model: str, *, weights: str | None = None, data_root: str | None = None,
-                 backend: str = "onnxruntime", bs: int = 1, limit: int | None = None, workers: int | None = None,
-                 threads: int | None = None, static_batch: bool = False, fp16: bool = False,
+                 backend: str = "onnxruntime", bs: int = 1, limit: int | None = None, prep_threads: int | None = None,
+                 threads: int | None = None, workers: int = 1, ray_address: str | None = None,
+                 static_batch: bool = False, fp16: bool = False,
                  onnx_path: str | None = None, om_path: str | None = None, results_dir: str | None = None,
                  output_root: str | None = None, device_id: int = 0, progress: bool = True, keep: int = 4,
                  params: dict | None = None):
@@ -42,7 +43,8 @@ class Evaluation:
         self.weights = _none_if_empty(weights)
         self.data_root = _none_if_empty(data_root)
         self.backend, self.bs, self.limit = backend, int(bs), (int(limit) if _none_if_empty(limit) else None)
-        self.workers, self.threads, self.static_batch, self.fp16 = workers, threads, bool(static_batch), fp16
+        self.prep_threads, self.threads, self.static_batch, self.fp16 = prep_threads, threads, bool(static_batch), fp16
+        self.workers, self.ray_address = int(workers or 1), _none_if_empty(ray_address)
         self.onnx_path = _none_if_empty(onnx_path)
         self.om_path, self.results_dir = _none_if_empty(om_path), _none_if_empty(results_dir)
         self.device_id, self.progress, self.keep = device_id, progress, keep
@@ -182,9 +184,14 @@ class Evaluation:
     def evaluate(self) -> pipeline.RunResult:
         """Stream the dataset through preprocess -> backend -> postprocess -> metric."""
         self._needs("dataset")
+        if self.workers > 1 or self.ray_address:
+            from .distributed import evaluate_distributed  # Ray is optional: imported only when asked for
+
+            self.result = evaluate_distributed(self)
+            return self.result
         if self.session is None:
             self.open_session()
-        self.result = pipeline.run(self.recipe, self.dataset, self.session, bs=self.bs, workers=self.workers,
+        self.result = pipeline.run(self.recipe, self.dataset, self.session, bs=self.bs, workers=self.prep_threads,
                                    limit=self.limit, progress=self.progress, keep=self.keep)
         if self.result.skipped:
             warnings.warn(f"{len(self.result.skipped)} images skipped (unreadable); first: "

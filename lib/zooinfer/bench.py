@@ -70,3 +70,55 @@ def inference_sweep(session, samples: np.ndarray, batch_sizes: Iterable[int], **
 def best_batch(rows: list[dict]) -> int | None:
     """Batch size with the highest throughput."""
     return max(rows, key=lambda r: r["throughput"])["bs"] if rows else None
+
+
+class ReplaySession:
+    """A session that returns precomputed outputs instantly: measures everything around inference (memory,
+    preprocessing, postprocessing) without paying for the network. Outputs of row i are those of ``rows[i % n]``."""
+
+    def __init__(self, inner, samples: np.ndarray):
+        self.name, self.device, self.input_shape = f"replay({inner.name})", inner.device, inner.input_shape
+        self._outs = inner.run(samples)
+        self._n = samples.shape[0]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        idx = np.arange(batch.shape[0]) % self._n
+        return [o[idx] for o in self._outs]
+
+
+def matmul_peak_gflops(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> float:
+    """This machine's dense float32 GEMM rate (GFLOP/s) through torch (MKL/OpenBLAS), the roofline reference."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    times = time_batches(lambda _x: torch.mm(a, b), np.zeros(1), warmup=2, min_time=min_time, min_iters=5)
+    return 2.0 * n ** 3 / float(np.median(times)) / 1e9
+
+
+def profile_top_ops(onnx_path: str, batch: np.ndarray, runs: int = 3, top: int = 10,
+                    threads: int | None = None) -> list[dict]:
+    """ONNX Runtime per-node profile of ``runs`` runs, summed by operator type: the top ``top`` by time."""
+    import json
+    import os
+
+    from .backends.onnxruntime import OrtSession
+
+    sess = OrtSession(onnx_path, threads=threads, profile=True, cache_optimized=False)
+    for _ in range(runs):
+        sess.run(batch)
+    trace = sess.end_profiling()
+    try:
+        events = json.load(open(trace))
+    finally:
+        os.unlink(trace)
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + e.get("dur", 0) / 1e3
+    total = sum(by_op.values()) or 1.0
+    rows = [{"op": k, "ms_per_run": v / runs, "share": v / total} for k, v in by_op.items()]
+    return sorted(rows, key=lambda r: -r["ms_per_run"])[:top]

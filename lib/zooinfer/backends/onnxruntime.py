@@ -41,6 +41,20 @@ def physical_cores() -> int:
     return max(1, min(n or avail, avail))
 
 
+def _machine_tag(ort_version: str) -> str:
+    """Optimised graphs may hold CPU-specific kernels (NCHWc blocks): cache them per CPU model and ORT version."""
+    import hashlib
+    import platform
+
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu += next((line for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return hashlib.md5(f"{ort_version}|{cpu}".encode()).hexdigest()[:8]
+
+
 class OrtSession:
     """``run(batch) -> list of outputs`` over an ONNX file."""
 
@@ -69,7 +83,7 @@ class OrtSession:
         if profile:
             so.enable_profiling = True
         model = self.model_path
-        opt = model.with_suffix(".ort-opt.onnx")
+        opt = model.with_suffix(f".ort-opt-{_machine_tag(ort.__version__)}.onnx")
         if backend == "onnxruntime" and cache_optimized:
             if opt.is_file() and opt.stat().st_mtime >= model.stat().st_mtime:
                 model = opt

@@ -103,3 +103,24 @@ def test_results_from_an_external_tool(tiny_model, tiny_dataset, tmp_path):
     assert res.n_done == 7
     for key, outs in res.accumulator.items:
         np.testing.assert_array_equal(outs[1], expected[key][1][0])
+
+
+def test_multi_view_results_from_an_external_tool(tiny_model, tiny_dataset, tmp_path):
+    """Two-view models (PyramidBox: image + flipped) read <folder>/view0 and <folder>/view1."""
+    sess = open_session("torch", model=tiny_model)
+    out = tmp_path / "result"
+    recipe = make_recipe(multi_view=True)
+    for s in tiny_dataset:
+        views, _ = recipe.preprocess(s.path)
+        for v, x in enumerate(views):
+            (out / f"view{v}").mkdir(parents=True, exist_ok=True)
+            for k, o in enumerate(sess.run(x[None])):
+                o[0].tofile(out / f"view{v}" / f"{s.key}_{k}.bin")
+    with pytest.raises(BackendError, match="expected result folders .*view2"):
+        OutputReader(out, [(4,), (2, 4)], views=3)
+    res = pipeline.run(recipe, tiny_dataset, OutputReader(out, [(4,), (2, 4)], views=2), progress=False)
+    direct = pipeline.run(recipe, tiny_dataset, sess, bs=4, progress=False)
+    for (k1, a), (k2, b) in zip(res.accumulator.items, direct.accumulator.items):
+        assert k1 == k2 and len(a) == 2
+        for va, vb in zip(a, b):
+            np.testing.assert_allclose(va[0], vb[0], atol=1e-6)

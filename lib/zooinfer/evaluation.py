@@ -166,9 +166,11 @@ class Evaluation:
         if self.backend == "bins":
             if self.results_dir is None:
                 raise ZooinferError("backend='bins' needs results_dir= (the folder ais_bench/benchmark wrote)")
-            x = self.parity_inputs(1)
-            shapes = [o.shape[1:] for o in open_session("torch", model=self.model).run(x)]
-            self.session = OutputReader(self.results_dir, shapes)
+            first = next(iter(self.dataset))
+            arrays, _ = self.recipe.preprocess(first.path)
+            views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
+            shapes = [o.shape[1:] for o in open_session("torch", model=self.model).run(views[0][None])]
+            self.session = OutputReader(self.results_dir, shapes, views=len(views))
         elif self.backend in ("torch", "torch-cuda"):
             self.session = open_session(self.backend, model=self.model, threads=self.threads,
                                         device_id=self.device_id)

@@ -34,33 +34,46 @@ class OutputReader:
     """Reads a tool's result folder back: ``read(key) -> list of arrays`` shaped like one sample's outputs.
 
     ``output_shapes`` are the per-sample (batch axis removed) shapes in ONNX output order; binary files may hold
-    float32 or float16 (converted to float32).
+    float32 or float16 (converted to float32). Multi-view models (``views > 1``) read ``<folder>/view<v>/`` (the
+    layout ``zooinfer bins`` writes their inputs in) and return one output list per view.
     """
 
-    def __init__(self, folder: str | os.PathLike, output_shapes: list[tuple[int, ...]]):
+    def __init__(self, folder: str | os.PathLike, output_shapes: list[tuple[int, ...]], views: int = 1):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise BackendError(f"result folder not found: {self.folder} (point it at the folder ais_bench/benchmark "
                                "wrote, e.g. ./output/subdir or ./result/dumpOutput_device0)")
         self.shapes = [tuple(s) for s in output_shapes]
+        self.views = views
+        if views > 1:
+            missing = [str(self.folder / f"view{v}") for v in range(views) if not (self.folder / f"view{v}").is_dir()]
+            if missing:
+                raise BackendError(f"this model runs {views} views per image: expected result folders "
+                                   f"{', '.join(missing)}")
         self.name = "bins"
         self.device = f"files in {self.folder}"
         self._base: int | None = None
 
-    def _find(self, key: str, k: int) -> Path:
+    def _find(self, folder: Path, key: str, k: int) -> Path:
         bases = [self._base] if self._base is not None else [0, 1]
         for base in bases:
             for ext in (".bin", ".txt"):
-                p = self.folder / f"{key}_{k + base}{ext}"
+                p = folder / f"{key}_{k + base}{ext}"
                 if p.is_file():
                     self._base = base
                     return p
-        raise FileNotFoundError(f"no result file {key}_{k + (self._base or 0)}.bin/.txt in {self.folder}")
+        raise FileNotFoundError(f"no result file {key}_{k + (self._base or 0)}.bin/.txt in {folder}")
 
-    def read(self, key: str) -> list[np.ndarray]:
+    def read(self, key: str) -> list:
+        """One sample's outputs in ONNX order (a list of such lists, one per view, for multi-view models)."""
+        if self.views > 1:
+            return [self._read(self.folder / f"view{v}", key) for v in range(self.views)]
+        return self._read(self.folder, key)
+
+    def _read(self, folder: Path, key: str) -> list[np.ndarray]:
         outs = []
         for k, shape in enumerate(self.shapes):
-            p = self._find(key, k)
+            p = self._find(folder, key, k)
             n = int(np.prod(shape))
             if p.suffix == ".txt":
                 a = np.loadtxt(p, dtype=np.float32, ndmin=1).ravel()

@@ -1,0 +1,263 @@
+"""COCO bbox mAP: pycocotools ``COCOeval`` run exactly as the guides run it, plus the plumbing around it.
+
+Nothing of COCOeval is re-implemented: ``evaluate`` loads the ground truth, checks the detections (clear errors
+instead of pycocotools' bare asserts), calls ``loadRes`` / ``COCOeval(gt, dt, "bbox")`` / ``evaluate`` /
+``accumulate`` / ``summarize`` and returns the 12 ``stats`` by name, as fractions. pycocotools reports -1 for a
+statistic whose area range has no ground truth (e.g. APm/APl with SSD's bbox-only annotation file, where every area
+is 1.0); that sentinel is passed through unchanged.
+
+Which images are evaluated matters: COCOeval averages over ``params.imgIds`` (all images of the annotation file
+unless ``img_ids`` is given), but an image with neither ground truth nor detections does not change the result.
+val2017 has 48 images without annotations: SSD-ResNet34 skips them (4,952 predicted images), M2Det predicts every
+image of minival2014 (5,000; detections on images without ground truth are false positives). The result carries
+``n_images`` (ids in the evaluation) and ``n_images_counted`` (those with ground truth or detections, i.e. the images
+that can change the figures) so a report can say which protocol was run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import DatasetError, MetricInputError
+
+#: The 12 COCOeval bbox statistics, in ``COCOeval.stats`` order.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+#: COCO category ids of the 80 detection classes, in ascending id order (= the order of ``categories`` in the
+#: official instance files): contiguous class k (1-based) has category id ``COCO80_TO_91[k - 1]``.
+COCO80_TO_91 = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
+    35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+)
+
+
+def coco80_to_91() -> list[int]:
+    """The 80 COCO category ids in ascending order: index i holds the id of contiguous 0-based class i."""
+    return list(COCO80_TO_91)
+
+
+def label_to_category_id(labels: int | Sequence[int] | np.ndarray, *, first: int = 1) -> int | np.ndarray:
+    """Contiguous model labels -> COCO category ids (fixed 80-entry table, ascending id order).
+
+    ``first`` is the label of the first class: 1 for models whose index 0 is background (SSD, M2Det: labels 1..80),
+    0 for 0-based foreground labels (0..79). Returns an int for an int, an int64 array otherwise.
+    """
+    table = np.asarray(COCO80_TO_91, dtype=np.int64)
+    arr = np.asarray(labels)
+    if arr.size and (not np.issubdtype(arr.dtype, np.integer) and not np.all(arr == np.round(arr))):
+        raise MetricInputError(f"label_to_category_id: labels must be integers, got {arr.dtype}")
+    idx = arr.astype(np.int64) - int(first)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(table)):
+        bad = arr[(idx < 0) | (idx >= len(table))].ravel()[:5]
+        raise MetricInputError(f"label_to_category_id: labels must lie in {first}..{first + 79}, got e.g. {bad.tolist()}")
+    out = table[idx]
+    return int(out) if out.ndim == 0 else out
+
+
+def category_ids(ann: Any) -> list[int]:
+    """Category ids in the order of the annotation file's ``categories`` list (what the guides index with)."""
+    return [int(c["id"]) for c in load_ground_truth(ann).dataset["categories"]]
+
+
+def load_ground_truth(ann: Any, *, quiet: bool = True):
+    """A ``pycocotools.coco.COCO`` from a path, an already-loaded ``COCO``, or an annotation dict (used as is)."""
+    from pycocotools.coco import COCO
+
+    if isinstance(ann, COCO):
+        return ann
+    if isinstance(ann, dict):
+        if not {"images", "annotations", "categories"} <= set(ann):
+            raise MetricInputError("COCO ground truth dict needs 'images', 'annotations' and 'categories' keys, "
+                                   f"got {sorted(ann)}")
+        gt = COCO()
+        gt.dataset = ann
+        with _maybe_quiet(quiet):
+            gt.createIndex()
+        return gt
+    path = Path(ann)
+    if not path.is_file():
+        raise DatasetError(f"COCO annotation file not found: {path}\n"
+                           "Expected an instances_*.json file (e.g. annotations/instances_val2017.json)")
+    try:
+        with _maybe_quiet(quiet):
+            return COCO(str(path))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{path}: not a COCO annotation file ({type(e).__name__}: {e})") from None
+
+
+def _maybe_quiet(quiet: bool):
+    return contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+
+
+def _load_detections(detections: Any) -> list[dict] | np.ndarray:
+    """Result dicts (copied: loadRes adds keys), or an (N, 7) array passed through as the SSD guide does."""
+    if isinstance(detections, (str, Path)):
+        path = Path(detections)
+        if not path.is_file():
+            raise MetricInputError(f"COCO results file not found: {path}")
+        try:
+            with open(path) as f:
+                detections = json.load(f)
+        except json.JSONDecodeError as e:
+            raise MetricInputError(f"{path}: not a JSON file ({e})") from None
+        if not isinstance(detections, list):
+            raise MetricInputError(f"{path}: a COCO results file is a JSON list of result objects")
+        return detections  # freshly loaded: no need to copy
+    if isinstance(detections, np.ndarray):
+        if detections.ndim != 2 or detections.shape[1] != 7:
+            raise MetricInputError("COCO detections array must be (N, 7) rows of "
+                                   f"[image_id, x, y, w, h, score, category_id], got shape {detections.shape}")
+        return detections
+    return [dict(d) if isinstance(d, dict) else d for d in detections]
+
+
+def _check_detections(dets: list[dict] | np.ndarray, gt) -> None:
+    """Clear errors for what pycocotools would assert on (or silently ignore)."""
+    if isinstance(dets, np.ndarray):
+        img_ids = set(dets[:, 0].astype(np.int64).tolist())
+        cat_ids = set(dets[:, 6].astype(np.int64).tolist())
+    else:
+        for i, d in enumerate(dets):
+            if not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d):
+                raise MetricInputError(f"COCO detection #{i} must be a dict with image_id, category_id, bbox [x, y, w, h] "
+                                       f"and score, got {d!r:.200}")
+            if len(d["bbox"]) != 4:
+                raise MetricInputError(f"COCO detection #{i}: bbox must be [x, y, w, h], got {d['bbox']!r}")
+        img_ids = {d["image_id"] for d in dets}
+        cat_ids = {d["category_id"] for d in dets}
+    unknown = img_ids - set(gt.getImgIds())
+    if unknown:
+        raise MetricInputError(f"{len(unknown)} image id(s) in the detections are not in the ground truth, e.g. "
+                               f"{sorted(unknown)[:5]}: detections must use the annotation file's image ids")
+    unknown = cat_ids - set(gt.getCatIds())
+    if unknown:
+        raise MetricInputError(f"category id(s) {sorted(unknown)[:10]} of the detections are not in the ground truth: "
+                               "map model labels with label_to_category_id (1..80 -> COCO ids)")
+
+
+def _empty_results(gt):
+    from pycocotools.coco import COCO
+
+    res = COCO()
+    res.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
+                   "annotations": []}
+    res.createIndex()
+    return res
+
+
+def evaluate(detections: Any, ann_file: Any, *, img_ids: Iterable[int] | None = None,
+             quiet: bool = True) -> dict[str, float]:
+    """COCO bbox evaluation with pycocotools.
+
+    ``detections``: COCO result dicts (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] in original pixels,
+    ``score``), a results-file path, or an (N, 7) array ``[image_id, x, y, w, h, score, category_id]`` (passed to
+    ``loadRes`` as is, like the SSD guide). ``ann_file``: an annotation path, a loaded ``COCO`` or an annotation dict.
+    ``img_ids``: evaluate only these images (default: every image of the annotation file, as COCOeval does).
+
+    Returns the 12 stats by name (``STAT_NAMES``, fractions; -1 where an area range has no ground truth) plus
+    ``n_images`` (images in the evaluation), ``n_images_counted`` (those with ground truth or detections) and
+    ``n_detections``. No detections at all gives 0 (or -1) everywhere and a warning.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt = load_ground_truth(ann_file, quiet=quiet)
+    dets = _load_detections(detections)
+    _check_detections(dets, gt)
+    ids = sorted(gt.getImgIds())
+    if img_ids is not None:
+        ids = sorted({int(i) for i in img_ids})
+        unknown = set(ids) - set(gt.getImgIds())
+        if unknown:
+            raise MetricInputError(f"img_ids not in the ground truth: {sorted(unknown)[:5]}")
+    if not ids:
+        raise MetricInputError("COCO evaluation: no images to evaluate")
+    n_dets = int(len(dets))
+    with _maybe_quiet(quiet):
+        if n_dets == 0:
+            warnings.warn("COCO evaluation: no detections at all; every AP/AR is 0", stacklevel=2)
+            dt = _empty_results(gt)
+        else:
+            dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+    id_set = set(ids)
+    with_gt = {i for i in gt.imgToAnns if gt.imgToAnns[i]}
+    with_dt = {i for i in dt.imgToAnns if dt.imgToAnns[i]}
+    out["n_images"] = len(ids)
+    out["n_images_counted"] = len(id_set & (with_gt | with_dt))
+    out["n_detections"] = n_dets
+    return out
+
+
+def _default_image_id(sample: Any) -> int | None:
+    """Image id of a dataset sample: ``info['image_id']``, an int ``target`` / ``target['image_id']``, or a
+    numeric ``key`` (COCO file stems such as ``000000000139``)."""
+    info = getattr(sample, "info", None) or {}
+    if "image_id" in info:
+        return int(info["image_id"])
+    target = getattr(sample, "target", None)
+    if isinstance(target, (int, np.integer)):
+        return int(target)
+    if isinstance(target, dict):
+        for k in ("image_id", "id"):
+            if k in target:
+                return int(target[k])
+    key = str(getattr(sample, "key", ""))
+    stem = key.rsplit("_", 1)[-1]  # COCO_val2014_000000000042 -> 000000000042
+    return int(stem) if stem.isdigit() else None
+
+
+class CocoAccumulator:
+    """Collects per-image COCO detections from the pipeline and evaluates them at the end.
+
+    ``ann_file``: path, ``COCO`` or dict (loaded once). ``img_ids``: the protocol's images (default: every image of
+    the annotation file). ``predicted_only=True`` evaluates only the images that were actually predicted (e.g.
+    when images are missing on disk or with ``limit``): mAP over fewer images, and the missing count is reported.
+    ``image_id_of(sample)`` gives a sample's image id (default: ``info['image_id']``, an int target or a numeric key);
+    images without detections are still counted as predicted when their id is known.
+    """
+
+    def __init__(self, ann_file: Any, *, img_ids: Iterable[int] | None = None, predicted_only: bool = False,
+                 image_id_of: Callable[[Any], int | None] | None = None) -> None:
+        self.gt = load_ground_truth(ann_file)
+        self.img_ids = None if img_ids is None else sorted({int(i) for i in img_ids})
+        self.predicted_only = predicted_only
+        self.image_id_of = image_id_of or _default_image_id
+        self.results: list[dict] = []
+        self.predicted: set[int] = set()
+
+    def update(self, sample: Any, detections: Any) -> None:
+        """``detections``: this image's list of COCO result dicts (or (N, 7) rows)."""
+        if isinstance(detections, np.ndarray):
+            detections = [{"image_id": int(r[0]), "bbox": [float(v) for v in r[1:5]], "score": float(r[5]),
+                           "category_id": int(r[6])} for r in detections]
+        detections = list(detections)
+        image_id = self.image_id_of(sample)
+        if image_id is not None:
+            self.predicted.add(int(image_id))
+        self.predicted.update(int(d["image_id"]) for d in detections)
+        self.results.extend(detections)
+
+    def compute(self) -> dict[str, float]:
+        expected = self.img_ids if self.img_ids is not None else sorted(self.gt.getImgIds())
+        missing = sorted(set(expected) - self.predicted)
+        ids = sorted(set(expected) & self.predicted) if self.predicted_only else expected
+        if missing:
+            what = "left out of the evaluation" if self.predicted_only else "evaluated with no detections"
+            warnings.warn(f"COCO: {len(missing)} of {len(expected)} images were not predicted and are {what} "
+                          f"(e.g. ids {missing[:5]})", stacklevel=2)
+        out = evaluate(self.results, self.gt, img_ids=ids)
+        out["n_images_missing"] = len(missing)
+        return out

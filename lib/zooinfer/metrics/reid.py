@@ -1,0 +1,189 @@
+"""Market-1501 CMC (top-1/5/10) and mAP exactly as the PCB guide computes them (upstream ``reid/evaluators.py``
+``pairwise_distance`` + ``evaluate_all``, open-reid ``evaluation_metrics/ranking.py``), vectorised.
+
+Where each filtering rule lives:
+
+- **junk** images (pid -1): dropped by the **dataset reader** (never in the gallery, never a feature). ``evaluate``
+  does not drop them (the guide's metric would count them as an ordinary identity); it warns if it sees any.
+- **distractors** (pid 0, ``0000_*``): ordinary gallery entries that never match a query (negatives).
+- **same identity and same camera** as the query: excluded per query by the **metric** (gallery j is valid for query
+  i iff ``g_pid[j] != q_pid[i] or g_cam[j] != q_cam[i]``); same-camera entries of other identities stay.
+- a query without a valid match is skipped in both CMC and mAP (``n_valid_queries`` says how many counted); no
+  valid query at all is an error, as upstream.
+
+CMC (configuration ``market1501``: ``separate_camera_set=False, single_gallery_shot=False, first_match_break=True``,
+topk 100): gallery ranked by ``np.argsort(dist, axis=1)`` (numpy's default sort, as upstream; rows are sorted
+independently, so processing queries in chunks gives the same order), invalid entries dropped, the 0-based
+position of the first match counted. mAP: per valid query scikit-learn's ``average_precision_score(matches,
+-dist)`` = sum over distinct distances (ties grouped) of recall increase x precision, computed here in closed form
+(precision at the end of each tie group); it differs from sklearn only by floating-point summation order (~1e-16).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import MetricInputError
+
+CMC_TOPK = 100
+#: queries per block: bounds the temporary (block x gallery) arrays to a few tens of MB
+_BLOCK_ELEMENTS = 1 << 21
+
+
+def pairwise_distance(query_feats: Any, gallery_feats: Any) -> np.ndarray:
+    """(m, n) float32 squared Euclidean distances as the guide computes them: features flattened per row,
+    ``||x||^2 + ||y||^2`` then ``addmm_(beta=1, alpha=-2, x, y.T)`` in float32 with torch (no sqrt, no clamp:
+    tiny negative values are possible). Falls back to the same formula in numpy when torch is missing."""
+    x = np.ascontiguousarray(np.asarray(query_feats, dtype=np.float32))
+    y = np.ascontiguousarray(np.asarray(gallery_feats, dtype=np.float32))
+    m, n = x.shape[0], y.shape[0]
+    x, y = x.reshape(m, -1), y.reshape(n, -1)
+    if x.shape[1] != y.shape[1]:
+        raise MetricInputError(f"pairwise_distance: query features have {x.shape[1]} values, gallery {y.shape[1]}")
+    try:
+        import torch
+    except ImportError:  # same formula; GEMM summation order may differ in the last bits
+        xx = np.square(x).sum(1, dtype=np.float32)
+        yy = np.square(y).sum(1, dtype=np.float32)
+        return (xx[:, None] + yy[None, :]) - np.float32(2) * (x @ y.T)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    with torch.no_grad():
+        dist = torch.pow(tx, 2).sum(1).unsqueeze(1).expand(m, n) + torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t()
+        dist.addmm_(tx, ty.t(), beta=1, alpha=-2)
+    return dist.numpy()
+
+
+def _check(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any):
+    d = np.asarray(distmat)
+    if d.ndim != 2:
+        raise MetricInputError(f"re-ID: distmat must be (num_query, num_gallery), got shape {d.shape}")
+    m, n = d.shape
+    arrays = [np.asarray(a).ravel() for a in (q_pids, g_pids, q_camids, g_camids)]
+    names = ("q_pids", "g_pids", "q_camids", "g_camids")
+    want = (m, n, m, n)
+    bad = [f"{nm} has {len(a)} (expected {w})" for nm, a, w in zip(names, arrays, want) if len(a) != w]
+    if bad:
+        raise MetricInputError(f"re-ID: distmat is {m} x {n} but " + ", ".join(bad))
+    if np.issubdtype(d.dtype, np.floating) and np.isnan(d).any():
+        raise MetricInputError("re-ID: distmat contains NaN")
+    if (arrays[1] == -1).any():
+        warnings.warn(f"re-ID: {int((arrays[1] == -1).sum())} gallery entries have pid -1 (junk); the Market-1501 "
+                      "reader should drop them (they are kept here as an ordinary identity, as the guide's metric "
+                      "would)", stacklevel=3)
+    return d, arrays
+
+
+def _blocks(m: int, n: int):
+    step = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for lo in range(0, m, step):
+        yield lo, min(m, lo + step)
+
+
+def _block_stats(d: np.ndarray, qp, qc, gp, gc, topk: int):
+    """First-valid-match positions (-1 = none) and APs (NaN = no valid match) of a block of queries."""
+    order = np.argsort(d, axis=1)
+    ds = np.take_along_axis(d, order, axis=1)
+    same_pid = gp[order] == qp[:, None]
+    same_cam = gc[order] == qc[:, None]
+    valid = ~(same_pid & same_cam)
+    pos = same_pid & ~same_cam  # a match among the valid entries
+    has = pos.any(axis=1)
+    cum_valid = np.cumsum(valid, axis=1, dtype=np.int32)  # 1-based rank among the valid entries
+    first = np.where(has, cum_valid[np.arange(len(d)), pos.argmax(axis=1)] - 1, -1)
+    # average precision with ties grouped: precision at the end of each entry's tie group
+    cum_pos = np.cumsum(pos, axis=1, dtype=np.int32)
+    n = d.shape[1]
+    is_end = np.ones_like(pos)
+    is_end[:, :-1] = ds[:, 1:] != ds[:, :-1]
+    if is_end.all():
+        end_pos, end_valid = cum_pos, cum_valid
+    else:
+        idx = np.where(is_end, np.arange(n), n)
+        end = np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1]
+        end_pos, end_valid = np.take_along_axis(cum_pos, end, 1), np.take_along_axis(cum_valid, end, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prec = np.where(pos, end_pos / end_valid, 0.0)
+        ap = prec.sum(axis=1) / cum_pos[:, -1]
+    ap[~has] = np.nan
+    return first, ap
+
+
+def _stats(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = CMC_TOPK):
+    d, (qp, gp, qc, gc) = _check(distmat, q_pids, g_pids, q_camids, g_camids)
+    m, n = d.shape
+    first = np.empty(m, dtype=np.int64)
+    ap = np.empty(m, dtype=np.float64)
+    for lo, hi in _blocks(m, n):
+        first[lo:hi], ap[lo:hi] = _block_stats(d[lo:hi], qp[lo:hi], qc[lo:hi], gp, gc, topk)
+    n_valid = int((first >= 0).sum())
+    if n_valid == 0:
+        raise MetricInputError("re-ID: no valid query (no query has a match in another camera)")
+    return first, ap, n_valid
+
+
+def cmc(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, topk: int = CMC_TOPK) -> np.ndarray:
+    """(topk,) CMC curve, Market-1501 configuration (first match, same-id-same-camera entries excluded)."""
+    first, _, n_valid = _stats(distmat, q_pids, g_pids, q_camids, g_camids, topk)
+    hits = np.bincount(first[(first >= 0) & (first < topk)], minlength=topk)[:topk].astype(np.float64)
+    return hits.cumsum() / n_valid
+
+
+def mean_ap(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any) -> float:
+    """Mean over valid queries of sklearn-style average precision (see the module docstring)."""
+    _, ap, _ = _stats(distmat, q_pids, g_pids, q_camids, g_camids)
+    return float(np.mean(ap[~np.isnan(ap)]))
+
+
+def evaluate(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
+             topk: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """CMC top-k and mAP (fractions) of a (num_query, num_gallery) distance matrix (numpy or torch), with integer
+    person ids and camera ids per row/column. Returns ``{"top1", "top5", "top10", "mAP"}`` plus
+    ``n_valid_queries``."""
+    first, ap, n_valid = _stats(distmat, q_pids, g_pids, q_camids, g_camids)
+    curve = np.bincount(first[(first >= 0) & (first < CMC_TOPK)], minlength=CMC_TOPK)[:CMC_TOPK].cumsum() / n_valid
+    out = {f"top{k}": float(curve[k - 1]) for k in topk}
+    out["mAP"] = float(np.mean(ap[~np.isnan(ap)]))
+    out["n_valid_queries"] = n_valid
+    return out
+
+
+def _default_identity(sample: Any) -> tuple[str, int, int]:
+    """(split, pid, camid) of a sample: ``info['split']`` ('query' / 'gallery') and ``info['pid']``,
+    ``info['camid']`` (or a ``(pid, camid)`` target)."""
+    info = getattr(sample, "info", None) or {}
+    split = info.get("split")
+    if split not in ("query", "gallery"):
+        raise MetricInputError(f"re-ID sample {getattr(sample, 'key', sample)!r}: info['split'] must be 'query' or "
+                               f"'gallery', got {split!r}")
+    if "pid" in info and "camid" in info:
+        return split, int(info["pid"]), int(info["camid"])
+    pid, cam = sample.target
+    return split, int(pid), int(cam)
+
+
+class ReidAccumulator:
+    """Collects one feature vector per image (query and gallery, in dataset order) and evaluates at the end with
+    the guide's distance. ``identity_of(sample) -> (split, pid, camid)``; see ``_default_identity``."""
+
+    def __init__(self, identity_of: Callable[[Any], tuple[str, int, int]] | None = None) -> None:
+        self.identity_of = identity_of or _default_identity
+        self.feats: dict[str, list[np.ndarray]] = {"query": [], "gallery": []}
+        self.pids: dict[str, list[int]] = {"query": [], "gallery": []}
+        self.cams: dict[str, list[int]] = {"query": [], "gallery": []}
+
+    def update(self, sample: Any, feature: np.ndarray) -> None:
+        split, pid, cam = self.identity_of(sample)
+        self.feats[split].append(np.asarray(feature, dtype=np.float32).ravel())
+        self.pids[split].append(pid)
+        self.cams[split].append(cam)
+
+    def compute(self) -> dict[str, float]:
+        if not self.feats["query"] or not self.feats["gallery"]:
+            raise MetricInputError(f"re-ID: need query and gallery features, got {len(self.feats['query'])} query "
+                                   f"and {len(self.feats['gallery'])} gallery")
+        dist = pairwise_distance(np.stack(self.feats["query"]), np.stack(self.feats["gallery"]))
+        out = evaluate(dist, self.pids["query"], self.pids["gallery"], self.cams["query"], self.cams["gallery"])
+        out["n_query"], out["n_gallery"] = len(self.pids["query"]), len(self.pids["gallery"])
+        return out

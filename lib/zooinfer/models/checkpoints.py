@@ -20,7 +20,7 @@ import os
 import pickle
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +198,15 @@ def read_checkpoint(
     *,
     module_classes: Iterable[str] = (),
     strip_prefixes: Iterable[str] = ("module.",),
+    inspect: Callable[[Any], None] | None = None,
 ) -> "OrderedDict[str, torch.Tensor]":
     """Read a checkpoint file as downloaded and return its tensors as an ordered float32 state dict.
 
     ``module_classes`` is the allow-list of class paths (``"pkg.module.Class"``) a whole pickled module may reference;
     the generic ``torch.nn`` classes of :data:`TORCH_MODULE_CLASSES` are always allowed. Integer tensors
-    (``num_batches_tracked``) keep their dtype; floating tensors are cast to float32.
+    (``num_batches_tracked``) keep their dtype; floating tensors are cast to float32. ``inspect``, if given, is called
+    with the unpickled object (stubs for a whole pickled module) before its tensors are extracted, e.g. to check
+    non-tensor attributes such as conv strides.
     """
     path = Path(path)
     if not path.is_file():
@@ -228,6 +231,8 @@ def read_checkpoint(
                 f"{str(weights_only_error).splitlines()[0][:200]}; restricted load: {type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200] if str(e) else ''})"
             ) from None
+    if inspect is not None:
+        inspect(obj)
     sd = _strip_common_prefix(_extract_state_dict(obj, path), strip_prefixes)
     return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in sd.items())
 

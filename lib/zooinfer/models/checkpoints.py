@@ -42,8 +42,17 @@ TORCH_MODULE_CLASSES = tuple(
     )
 ) + ("torch.nn.parallel.data_parallel.DataParallel",)
 
+
+def _legacy_parameter(data: Any, requires_grad: bool = True) -> torch.nn.Parameter:
+    """torch 0.4.x pickled a Parameter as ``Parameter(tensor, requires_grad)``; rebuild it only from a tensor."""
+    if not isinstance(data, torch.Tensor):
+        raise CheckpointError(f"refusing torch.nn.parameter.Parameter built from a {type(data).__name__}")
+    return torch.nn.Parameter(data, bool(requires_grad))
+
+
 #: functions and classes that tensor reconstruction needs; resolved to the real objects
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch.nn.parameter", "Parameter"): _legacy_parameter,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,

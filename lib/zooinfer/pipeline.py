@@ -56,6 +56,8 @@ class RunResult:
     backend: str
     kept: list[tuple[Sample, Any]] = field(default_factory=list)
     accumulator: Any = None
+    #: scale-out runs (zooinfer.distributed): one row per shard task (node, attempts, retries, images/s)
+    workers: list[dict] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:

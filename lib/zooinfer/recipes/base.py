@@ -71,6 +71,9 @@ class Recipe:
     notes: tuple[str, ...] = ()
     #: ATC options beyond input shape (e.g. {"out_nodes": "..."}) and the guide's soc version
     atc: dict[str, str] = field(default_factory=dict)
+    #: prediction -> the smaller form scale-out workers send back to the driver (None: the prediction itself).
+    #: ``new_accumulator(...).update`` must accept it and compute exactly what it computes from the prediction.
+    compact: Callable[[Any], Any] | None = None
 
     @property
     def input_name(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..datasets.imagenet import imagenet_sample_root, open_imagenet, preprocess_imagenet
-from ..metrics.classification import TopKAccumulator
+from ..metrics.classification import TopKAccumulator, compact_logits
 from .base import PerfRow, Published, Recipe
 
 
@@ -59,6 +59,7 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=lambda dataset: TopKAccumulator(),
+    compact=compact_logits,
     headline=("top1", "top5"),
     notes=(
         "Eval head = the Ascend dpn.diff path (global average pool -> 1x1 conv); equal to upstream's test-time pool "

@@ -1,0 +1,376 @@
+"""Scale-out: one evaluation spread over many processes or machines with Ray, same figures as one process.
+
+The dataset (after ``limit``) is cut into ``workers`` deterministic contiguous shards (``ImageDataset.shard``). Each
+shard is one Ray task that runs the normal :func:`zooinfer.pipeline.run` (same recipe, same backend settings, its own
+backend session with threads = the task's CPUs, pinned to its own cores) and sends back compact ``(sample index,
+prediction)`` pairs (``recipe.compact``: e.g. top-5 classes instead of logits), its stage timings and skipped images,
+never images. The driver feeds the pairs in dataset order into one fresh ``recipe.new_accumulator`` and computes the
+metric once, so the metrics equal a single-process run's.
+
+Faults: a task that raises or whose process dies is run again by Ray (``max_retries``); only the attempt that
+finishes returns its pairs, so a shard is never lost or counted twice. Attempts are recorded by a small actor and
+listed per shard in ``RunResult.workers``. A shard that fails every attempt ends the run with a ``ZooinferError``
+naming its samples; ``Evaluation.finish`` (the only step that writes a report) is then never reached.
+
+Ray is optional (``pip install "zooinfer[ray]"``) and imported only here. Cluster set-up: docs/scale-out.md.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import pipeline, report
+from .datasets.base import ImageDataset
+from .errors import ZooinferError
+
+#: Ray task retries per shard (a shard runs at most MAX_RETRIES + 1 times)
+MAX_RETRIES = 2
+#: backends that need a GPU per task (Ray sets CUDA_VISIBLE_DEVICES, so the task's device is 0)
+GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "torch-cuda")
+#: Ray's resource name for Ascend NPUs (Ray sets ASCEND_RT_VISIBLE_DEVICES, so the task's device is 0)
+NPU_RESOURCE = "NPU"
+INSTALL_HINT = 'pip install "zooinfer[ray]" (in a checkout: pip install -e ".[ray]")'
+
+
+def import_ray():
+    """The ``ray`` module, or a ZooinferError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ZooinferError(f"workers > 1 or ray_address needs Ray, which is not installed: {INSTALL_HINT}; "
+                            "or run with workers=1 (one local process, no Ray)") from None
+    return ray
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def describe_keys(keys: list[str], first: int = 3) -> str:
+    """``"3 samples: a, b, c"`` or ``"1000 samples: a, b, c, ... (+997 more)"``."""
+    shown = ", ".join(keys[:first])
+    more = f", ... (+{len(keys) - first} more)" if len(keys) > first else ""
+    return f"{len(keys)} samples: {shown}{more}"
+
+
+# ---------------------------------------------------------------------------------------------------- worker side
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything one shard task needs (pickled to the worker; no model, no session, no images)."""
+
+    index: int
+    count: int
+    first: int  # dataset index of the shard's first sample
+    shard: ImageDataset
+    recipe: Any  # the Recipe object itself (model facts travel with it; tests may use an unregistered one)
+    backend: str
+    bs: int
+    onnx_path: str | None
+    weights: str | None
+    om_path: str | None
+    fp16: bool
+    threads: int | None  # inference threads (None: the task's CPUs)
+    prep_threads: int | None  # preprocessing threads (None: a quarter of the task's CPUs)
+    cpus: int
+    device_id: int
+    keep: int
+    pin: bool = True
+    onnx_blob: list = field(default_factory=list)  # [ObjectRef of the ONNX bytes] for nodes that cannot see the file
+
+
+class Ledger:
+    """A tiny Ray actor: attempts and failure reasons per shard, and which cores of a node each task pinned."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[int, list[str]] = {}
+        self.errors: dict[int, dict[int, str]] = {}
+        self.claimed: dict[str, set[int]] = {}
+
+    def started(self, shard: int, where: str) -> int:
+        self.attempts.setdefault(shard, []).append(where)
+        return len(self.attempts[shard])
+
+    def failed(self, shard: int, attempt: int, reason: str) -> None:
+        self.errors.setdefault(shard, {})[attempt] = reason
+
+    def claim(self, node: str, slots: int) -> int | None:
+        used = self.claimed.setdefault(node, set())
+        free = next((s for s in range(slots) if s not in used), None)
+        if free is not None:
+            used.add(free)
+        return free
+
+    def release(self, node: str, slot: int) -> None:
+        self.claimed.get(node, set()).discard(slot)
+
+    def summary(self) -> tuple[dict[int, list[str]], dict[int, dict[int, str]]]:
+        return self.attempts, self.errors
+
+
+class Collector:
+    """The workers' accumulator: keeps ``(dataset index, compact prediction)`` pairs in the order they arrive."""
+
+    def __init__(self, shard: ImageDataset, first: int, compact) -> None:
+        self.index = {s.key: first + i for i, s in enumerate(shard)}
+        self.compact = compact
+        self.pairs: list[tuple[int, Any]] = []
+
+    def update(self, sample, prediction) -> None:
+        self.pairs.append((self.index[sample.key], prediction if self.compact is None else self.compact(prediction)))
+
+    def compute(self) -> dict[str, float]:
+        return {}
+
+
+def _pin(ray, ledger, cpus: int):
+    """Pin this thread (and the threads it starts: ORT's pool, preprocessing) to a free block of ``cpus`` cores of
+    this node; the blocks are handed out by the ledger so tasks on one node never share cores. None: not pinned."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    slots = len(allowed) // cpus
+    if slots < 2:  # the task has the whole node anyway
+        return None
+    node = ray.get_runtime_context().get_node_id()
+    slot = ray.get(ledger.claim.remote(node, slots))
+    if slot is None:
+        return None
+    cores = allowed[slot * cpus:(slot + 1) * cpus]
+    os.sched_setaffinity(0, cores)
+    return node, slot, allowed, cores
+
+
+def _local_onnx(spec: ShardSpec, ray) -> str:
+    """The ONNX file on this node: the driver's path when visible here, else a copy fetched from the object store."""
+    if Path(spec.onnx_path).is_file() or not spec.onnx_blob:
+        return spec.onnx_path
+    from .export import cache_dir
+
+    local = cache_dir() / Path(spec.onnx_path).name
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(ray.get(spec.onnx_blob[0]))
+        os.replace(tmp, local)
+    return str(local)
+
+
+def _open_session(spec: ShardSpec, ray, threads: int):
+    """The task's backend session, opened as ``Evaluation.open_session`` opens it (device 0 = the task's GPU/NPU)."""
+    from .backends import open_session
+
+    device = 0 if spec.backend in (*GPU_BACKENDS, "acl") else spec.device_id
+    if spec.backend in ("torch", "torch-cuda"):
+        from .models import build_model
+
+        return open_session(spec.backend, model=build_model(spec.recipe.name, spec.weights), threads=threads,
+                            device_id=device)
+    if spec.backend == "acl":
+        return open_session("acl", om_path=spec.om_path, device_id=device)
+    path = _local_onnx(spec, ray)
+    if spec.backend == "onnxruntime":
+        import onnxruntime as ort
+
+        from .backends.onnxruntime import OrtSession, _machine_tag
+
+        # read the optimised graph the driver cached, but never write it here: tasks start together and would race
+        opt = Path(path).with_suffix(f".ort-opt-{_machine_tag(ort.__version__)}.onnx")
+        return OrtSession(path, threads=threads, fp16=spec.fp16, cache_optimized=opt.is_file())
+    return open_session(spec.backend, onnx_path=path, threads=threads, fp16=spec.fp16, device_id=device)
+
+
+def run_shard(spec: ShardSpec, ledger) -> dict:
+    """One Ray task: the pipeline over one shard. Returns compact predictions, timings, skips (never images)."""
+    import ray
+
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    attempt = ray.get(ledger.started.remote(spec.index, where))
+    pinned = None
+    try:
+        pinned = _pin(ray, ledger, spec.cpus) if spec.pin else None
+        threads = spec.threads or spec.cpus
+        t0 = time.perf_counter()
+        session = _open_session(spec, ray, threads)
+        t1 = time.perf_counter()
+        collector = Collector(spec.shard, spec.first, spec.recipe.compact)
+        res = pipeline.run(spec.recipe, spec.shard, session, bs=spec.bs, accumulator=collector,
+                           workers=spec.prep_threads or max(1, min(8, spec.cpus // 4)), progress=False,
+                           keep=spec.keep)
+        return {"index": spec.index, "pairs": collector.pairs, "kept": res.kept, "skipped": res.skipped,
+                "timer": res.timer, "n_done": res.n_done, "run_s": res.wall_s, "open_s": t1 - t0,
+                "attempt": attempt, "where": where, "threads": getattr(session, "threads", threads),
+                "device": getattr(session, "device", None), "cores": None if pinned is None else pinned[3]}
+    except BaseException as e:
+        ray.get(ledger.failed.remote(spec.index, attempt, f"{type(e).__name__}: {e}"))
+        raise
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned[2])
+            ray.get(ledger.release.remote(pinned[0], pinned[1]))
+
+
+# ---------------------------------------------------------------------------------------------------- driver side
+def _init_ray(ray, address: str | None) -> bool:
+    """Connect to ``address`` or start a local instance over this machine's CPUs; reuse an initialised Ray.
+    Returns whether this call started (and so should shut down) the connection."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=available_cpus(), **kwargs)
+    return True
+
+
+def _task_resources(ev, total: dict, n_shards: int) -> dict:
+    """Ray resources of one shard task: the cluster's CPUs shared out, plus one GPU/NPU (or a share of them)."""
+    res: dict[str, Any] = {"num_cpus": max(1, int(total.get("CPU", 1)) // n_shards)}
+    kind = "GPU" if ev.backend in GPU_BACKENDS else NPU_RESOURCE if ev.backend == "acl" else None
+    if kind is not None:
+        have = float(total.get(kind, 0))
+        if have <= 0:
+            raise ZooinferError(f"backend {ev.backend!r} needs a {kind} per worker, but the Ray cluster has none "
+                                f"(resources: {sorted(total)}); start the nodes where the devices are, or use a CPU "
+                                "backend")
+        share = 1.0 if have >= n_shards else have / n_shards
+        if kind == "GPU":
+            res["num_gpus"] = share
+        else:
+            res["resources"] = {kind: share}
+    return res
+
+
+def _failure(spec: ShardSpec, error: Exception, attempts: list[str], errors: dict[int, str]) -> ZooinferError:
+    keys = [s.key for s in spec.shard]
+    tried = max(len(attempts), 1)
+    reasons = "; ".join(f"attempt {a} on {w}: {errors.get(a, 'the worker process died')}"
+                        for a, w in enumerate(attempts, 1))
+    cause = getattr(error, "cause", None) or error
+    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return ZooinferError(
+        f"shard {spec.index + 1} of {spec.count} ({describe_keys(keys)}) failed {tried} time(s) "
+        f"(max_retries={MAX_RETRIES}): {reasons or first_line}. No report was written. Fix the cause (or move "
+        "those images out of the dataset) and run again.")
+
+
+def evaluate_distributed(ev) -> pipeline.RunResult:
+    """Run ``ev``'s evaluation as ``ev.workers`` Ray tasks (on ``ev.ray_address`` or a local instance) and merge.
+
+    ``ev`` is a prepared :class:`zooinfer.evaluation.Evaluation`. Returns a ``RunResult`` whose ``metrics`` equal
+    the single-process run's; ``wall_s`` spans the tasks and the merge (not Ray's start-up), ``workers`` has one
+    row per shard: where it ran, attempts, retries, images, seconds, images/s.
+    """
+    if ev.backend == "bins":
+        raise ZooinferError("backend='bins' reads results an external tool already computed: there is nothing to "
+                            "spread over workers; run it with workers=1")
+    if ev.dataset is None:
+        raise ZooinferError("call prepare() first")
+    ray = import_ray()
+    data = ev.dataset.subset(ev.limit)
+    onnx_backend = ev.backend in ("onnxruntime", "ort-cuda", "ort-tensorrt")
+    if onnx_backend and ev.onnx_path is None:
+        ev.export()  # once, on the driver; the tasks open the same file
+    n_shards = max(1, int(ev.workers))
+
+    t_init = time.perf_counter()
+    started = _init_ray(ray, ev.ray_address)
+    init_s = time.perf_counter() - t_init
+    ledger = None
+    try:
+        task_res = _task_resources(ev, ray.cluster_resources(), n_shards)
+        ledger = ray.remote(num_cpus=0)(Ledger).remote()
+        blob = []
+        if onnx_backend and ev.ray_address:  # other nodes may not see the driver's ONNX cache: ship it once
+            blob = [ray.put(Path(ev.onnx_path).read_bytes())]
+        specs = []
+        for i in range(n_shards):
+            shard = data.shard(i, n_shards)
+            if len(shard):
+                specs.append(ShardSpec(
+                    index=i, count=n_shards, first=len(data) * i // n_shards, shard=shard, recipe=ev.recipe,
+                    backend=ev.backend, bs=ev.bs, onnx_path=ev.onnx_path, weights=ev.weights, om_path=ev.om_path,
+                    fp16=ev.fp16, threads=ev.threads, prep_threads=ev.prep_threads, cpus=task_res["num_cpus"],
+                    device_id=ev.device_id, keep=ev.keep, onnx_blob=blob))
+        task = ray.remote(run_shard).options(max_retries=MAX_RETRIES, retry_exceptions=True, **task_res)
+        t_start = time.perf_counter()
+        refs = {task.remote(spec, ledger): spec for spec in specs}
+        bar = pipeline._progress(len(data), f"{ev.recipe.name} [{ev.backend} x{n_shards}]", ev.progress)
+        outs: dict[int, dict] = {}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                spec = refs[done[0]]
+                try:
+                    outs[spec.index] = ray.get(done[0])
+                except ray.exceptions.RayError as e:
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    attempts, errors = ray.get(ledger.summary.remote())
+                    raise _failure(spec, e, attempts.get(spec.index, []), errors.get(spec.index, {})) from None
+                if bar is not None:
+                    bar.update(len(spec.shard))
+        finally:
+            if bar is not None:
+                bar.close()
+        attempts, errors = ray.get(ledger.summary.remote())
+        result = _merge(ev, data, specs, outs, attempts, errors, t_start)
+    finally:
+        if ledger is not None:
+            ray.kill(ledger)
+        if started:
+            ray.shutdown()
+    rows = result.workers
+    retries = sum(r["retries"] for r in rows)
+    report.show(rows, f"Workers: {len(rows)} Ray tasks ({'local instance' if not ev.ray_address else ev.ray_address}"
+                f", start-up {init_s:.1f} s), {result.n_done} images in {result.wall_s:.1f} s = "
+                f"{result.throughput:.2f} images/s in total; {retries} retried attempt(s)",
+                ["shard", "samples", "where", "attempts", "retries", "retry_reasons", "cpus", "threads", "cores",
+                 "open_s", "run_s", "images_per_s"])
+    if result.skipped:
+        warnings.warn(f"{len(result.skipped)} images skipped (unreadable); first: "
+                      f"{result.skipped[0][1]}: {result.skipped[0][2]}", stacklevel=3)
+    return result
+
+
+def _merge(ev, data: ImageDataset, specs: list[ShardSpec], outs: dict[int, dict], attempts: dict, errors: dict,
+           t_start: float) -> pipeline.RunResult:
+    """Feed every shard's pairs, in dataset order, into one fresh accumulator; sum timings; one row per shard."""
+    pairs = sorted((p for o in outs.values() for p in o["pairs"]), key=lambda p: p[0])
+    indices = [i for i, _ in pairs]
+    if len(set(indices)) != len(indices):  # cannot happen with Ray's at-most-one result per task; checked anyway
+        raise ZooinferError("scale-out merge: a sample came back twice")
+    acc = ev.recipe.new_accumulator(data)
+    timer = pipeline.StageTimer()
+    t0 = time.perf_counter()
+    for i, pred in pairs:
+        acc.update(data[i], pred)
+    for spec in specs:
+        timer.merge(outs[spec.index]["timer"])
+    timer.seconds["metric"] += time.perf_counter() - t0  # the driver's metric updates (workers only collect)
+    metrics = acc.compute() if pairs else {}
+    rows = []
+    for spec in specs:
+        o = outs[spec.index]
+        tried = attempts.get(spec.index, [o["where"]])
+        rows.append({"shard": spec.index, "samples": len(spec.shard), "first": spec.shard[0].key,
+                     "last": spec.shard[len(spec.shard) - 1].key, "where": o["where"], "device": o["device"],
+                     "attempts": len(tried), "retries": len(tried) - 1,
+                     "retry_reasons": "; ".join(f"{a}: {errors.get(spec.index, {}).get(a, 'worker process died')}"
+                                                f" ({w})" for a, w in enumerate(tried[:-1], 1)) or None,
+                     "cpus": spec.cpus, "threads": o["threads"],
+                     "cores": ",".join(map(str, o["cores"])) if o["cores"] else None,
+                     "n_done": o["n_done"], "open_s": round(o["open_s"], 3), "run_s": round(o["run_s"], 3),
+                     "images_per_s": round(o["n_done"] / o["run_s"], 3) if o["run_s"] > 0 else None})
+    kept = [k for spec in specs for k in outs[spec.index]["kept"]][:ev.keep]
+    skipped = [s for spec in specs for s in outs[spec.index]["skipped"]]
+    wall = time.perf_counter() - t_start
+    return pipeline.RunResult(metrics, len(data), len(pairs), skipped, timer, wall, ev.bs, ev.backend, kept, acc,
+                              workers=rows)

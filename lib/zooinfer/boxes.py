@@ -1,0 +1,332 @@
+"""Box code shared by the detectors: IoU, greedy hard NMS, SSD default boxes, decoding and the guides' selection.
+
+Conventions: boxes are ``(N, 4)`` arrays ``x1 y1 x2 y2`` (xyxy) unless a name says ``cxcywh``; normalised [0, 1]
+image coordinates for SSD-style heads; labels are 0-based foreground class indices.
+
+NMS is written here in numpy because torchvision (``torchvision.ops.nms`` / ``batched_nms``) cannot be installed
+beside the pinned CPU torch build. :func:`nms` reproduces the torchvision CPU kernel's arithmetic exactly (float32
+IoU ``inter / (area_i + area_j - inter)``, areas without +1, IoU compared with a *double* threshold, descending score
+order): the kernel's greedy loop is one Python-level step per *rank position* vectorised over every independent group
+at once (classes, or the groups of :func:`batched_nms`), not one step per box.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+# ------------------------------------------------------------------------------------------------------- IoU / NMS
+#: union formulas met in the upstream codes (they round differently in float32)
+UNIONS = ("a+b-i", "b-i+a")
+#: groups up to this many boxes go through the stacked pairwise-matrix path; bigger ones through the kept-box loop
+_STACK_MAX = 512
+#: max elements of one stacked (groups, n, n) IoU block (memory bound: about 8 float32 temporaries of this size)
+_STACK_BUDGET = 1 << 18
+
+
+def box_area(boxes: np.ndarray, plus_one: bool = False) -> np.ndarray:
+    """Areas ``(x2 - x1) * (y2 - y1)`` (``+1`` on each side for the legacy pixel convention), in the boxes' dtype."""
+    b = np.asarray(boxes)
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    if plus_one:
+        one = b.dtype.type(1)
+        w, h = w + one, h + one
+    return w * h
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, plus_one: bool, union: str) -> np.ndarray:
+    """IoU of broadcast box arrays ``a[..., 4]`` and ``b[..., 4]`` with the C kernels' operation order
+    (w = max(0, min(x2) - max(x1)) [+1], inter = w * h, union as ``union``, IoU = inter / union)."""
+    if union not in UNIONS:
+        raise ValueError(f"union must be one of {UNIONS}, got {union!r}")
+    zero = a.dtype.type(0)
+    one = a.dtype.type(1)
+    w = np.minimum(a[..., 2], b[..., 2])
+    t = np.maximum(a[..., 0], b[..., 0])
+    w -= t
+    if plus_one:
+        w += one
+    np.maximum(w, zero, out=w)
+    h = np.minimum(a[..., 3], b[..., 3])
+    np.maximum(a[..., 1], b[..., 1], out=t)
+    h -= t
+    if plus_one:
+        h += one
+    np.maximum(h, zero, out=h)
+    inter = w
+    inter *= h
+    area_a, area_b = box_area(a, plus_one), box_area(b, plus_one)
+    den = h
+    if union == "a+b-i":  # torchvision: iarea + areas[j] - inter
+        np.add(area_a, area_b, out=den)
+        den -= inter
+    else:  # ssd.pytorch / PyramidBox: (rem_areas - inter) + area[i]
+        np.subtract(area_b, inter, out=den)
+        den += area_a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inter /= den
+    return inter
+
+
+def iou(a: np.ndarray, b: np.ndarray, *, plus_one: bool = False, union: str = "a+b-i") -> np.ndarray:
+    """Pairwise IoU matrix ``(N, M)`` of xyxy boxes ``a (N, 4)`` and ``b (M, 4)`` in their (common) float dtype."""
+    a, b = np.asarray(a), np.asarray(b)
+    dt = np.result_type(a.dtype, b.dtype, np.float32)
+    return _overlap(a.astype(dt, copy=False)[:, None, :], b.astype(dt, copy=False)[None, :, :], plus_one, union)
+
+
+def _suppresses(ovr: np.ndarray, thr: float | np.floating, suppress_equal: bool) -> np.ndarray:
+    # A Python float threshold is compared as a C double (torchvision's ``double iou_threshold``); pass a
+    # np.float32 to compare in float32 (torch's ``IoU.le(0.3)`` on a float tensor).
+    t = np.float64(thr) if isinstance(thr, (float, int)) else thr
+    return ovr >= t if suppress_equal else ovr > t
+
+
+def _descending(scores: np.ndarray, ties: str) -> np.ndarray:
+    """Indices by descending score; equal scores keep index order (``"first"``) or reversed order (``"last"``)."""
+    if ties == "first":
+        return np.argsort(-scores, kind="stable")
+    if ties == "last":
+        return np.argsort(scores, kind="stable")[::-1]
+    raise ValueError(f"ties must be 'first' or 'last', got {ties!r}")
+
+
+def _greedy_stacked(b: np.ndarray, valid: np.ndarray, thr, suppress_equal: bool, plus_one: bool,
+                    union: str) -> np.ndarray:
+    """Greedy NMS of G independent groups at once. ``b (G, n, 4)`` sorted by descending score within each group,
+    ``valid (G, n)`` marks real rows. Returns the kept mask (G, n). One Python step per rank position k that can
+    suppress anything, vectorised over the G groups."""
+    n = b.shape[1]
+    s = _suppresses(_overlap(b[:, :, None, :], b[:, None, :, :], plus_one, union), thr, suppress_equal)
+    s &= np.triu(np.ones((n, n), dtype=bool), 1)  # only a higher-ranked box suppresses
+    s &= valid[:, :, None]
+    suppressed = np.zeros(valid.shape, dtype=bool)
+    for k in np.flatnonzero(s.any(axis=(0, 2))):
+        alive = ~suppressed[:, k]
+        suppressed |= s[:, k, :] & alive[:, None]
+    return valid & ~suppressed
+
+
+def _greedy_loop(b: np.ndarray, thr, suppress_equal: bool, plus_one: bool, union: str) -> np.ndarray:
+    """Greedy NMS of one large group ``b (n, 4)`` sorted by descending score: one vectorised step per kept box."""
+    keep = np.zeros(len(b), dtype=bool)
+    rest = np.arange(len(b))
+    while rest.size:
+        i = rest[0]
+        keep[i] = True
+        rest = rest[1:]
+        if rest.size:
+            rest = rest[~_suppresses(_overlap(b[i][None, :], b[rest], plus_one, union), thr, suppress_equal)]
+    return keep
+
+
+def _greedy_groups(b: np.ndarray, group: np.ndarray, thr, suppress_equal: bool, plus_one: bool,
+                   union: str) -> np.ndarray:
+    """Kept mask of greedy NMS run independently per value of ``group``; ``b`` is already in descending-score order
+    (so each group's rows, taken in order, are sorted too)."""
+    keep = np.zeros(len(b), dtype=bool)
+    uniq, inverse, counts = np.unique(group, return_inverse=True, return_counts=True)
+    members = np.argsort(inverse, kind="stable")  # rows grouped, score order inside each group
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    small = np.flatnonzero(counts <= _STACK_MAX)
+    for g in np.flatnonzero(counts > _STACK_MAX):
+        rows = members[starts[g]:starts[g] + counts[g]]
+        keep[rows] = _greedy_loop(b[rows], thr, suppress_equal, plus_one, union)
+    small = small[np.argsort(counts[small], kind="stable")]  # similar sizes stacked together: little padding
+    i = 0
+    while i < small.size:  # one step per chunk of groups (not per box)
+        j = i + 1
+        while j < small.size and (j + 1 - i) * int(counts[small[j]]) ** 2 <= _STACK_BUDGET:
+            j += 1
+        chunk = small[i:j]
+        n = int(counts[chunk].max())
+        pos = np.arange(n)
+        valid = pos[None, :] < counts[chunk][:, None]
+        rows = members[starts[chunk][:, None] + np.minimum(pos[None, :], counts[chunk][:, None] - 1)]
+        kept = _greedy_stacked(b[rows], valid, thr, suppress_equal, plus_one, union)
+        keep[rows[kept]] = True
+        i = j
+    return keep
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, suppress_equal: bool = False,
+        plus_one: bool = False, union: str = "a+b-i", ties: str = "first", max_out: int | None = None) -> np.ndarray:
+    """Greedy hard NMS. Returns the indices of the kept boxes in descending score order.
+
+    Defaults = torchvision's CPU ``nms`` kernel: a box is suppressed by a kept higher-scoring box when
+    IoU > ``iou_threshold`` (``suppress_equal=True``: >=), IoU in the boxes' float dtype as
+    ``inter / (area_i + area_j - inter)`` with areas ``(x2-x1)*(y2-y1)`` (``plus_one``: +1 per side; ``union``
+    ``"b-i+a"``: ``(area_j - inter) + area_i`` as ssd.pytorch-style code rounds it). A Python float threshold is
+    compared in float64 (torchvision's C++ double); pass ``np.float32(t)`` for a float32 comparison. Equal scores
+    keep index order (``ties="first"``, a stable sort) or the reverse (``"last"``). ``max_out`` truncates the result.
+    """
+    b = np.asarray(boxes)
+    if b.dtype.kind != "f":
+        b = b.astype(np.float32)
+    s = np.asarray(scores)
+    if b.ndim != 2 or b.shape[1] != 4 or s.shape != (b.shape[0],):
+        raise ValueError(f"nms: boxes must be (N, 4) and scores (N,), got {b.shape} and {s.shape}")
+    order = _descending(s, ties)
+    kept = order[_greedy_groups(b[order], np.zeros(len(order), dtype=np.int64), iou_threshold, suppress_equal,
+                                plus_one, union)]
+    return kept[:max_out] if max_out is not None else kept
+
+
+def _interacting(b: np.ndarray, idxs: np.ndarray) -> np.ndarray:
+    """Component label per box: classes whose boxes' x extents overlap (so that they could suppress each other)
+    are merged. With the coordinate trick this never happens for boxes inside [-1, max] and the components are the
+    classes; when it does happen (very negative coordinates) the merged classes are run as one NMS, as torchvision."""
+    classes, inverse = np.unique(idxs, return_inverse=True)
+    lo = np.full(classes.size, np.inf)
+    hi = np.full(classes.size, -np.inf)
+    np.minimum.at(lo, inverse, np.minimum(b[:, 0], b[:, 2]).astype(np.float64))
+    np.maximum.at(hi, inverse, np.maximum(b[:, 0], b[:, 2]).astype(np.float64))
+    order = np.argsort(lo, kind="stable")
+    comp = np.empty(classes.size, dtype=np.int64)
+    label, reach = -1, -np.inf
+    for c in order:  # interval merge over classes (at most ~80-100 classes): not per box
+        if lo[c] >= reach:  # touching extents give zero-width intersections: no interaction
+            label += 1
+        reach = max(reach, hi[c]) if lo[c] < reach else hi[c]
+        comp[c] = label
+    return comp[inverse]
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray, iou_threshold: float, *,
+                coordinate_trick: bool = True, ties: str = "first", **nms_kw) -> np.ndarray:
+    """Class-aware NMS: boxes of different ``idxs`` never suppress each other. Indices in descending score order.
+
+    ``coordinate_trick=True`` is torchvision <= 0.7 ``batched_nms`` exactly: every box is shifted by
+    ``idxs * (boxes.max() + 1)`` in the boxes' dtype and one NMS runs over the shifted boxes (IoUs are computed on
+    the shifted, float32-rounded coordinates, as there). ``False`` runs NMS per class on the original coordinates
+    (newer torchvision on CPU for large inputs). Other keywords as :func:`nms`.
+    """
+    b = np.asarray(boxes)
+    if b.dtype.kind != "f":
+        b = b.astype(np.float32)
+    s, c = np.asarray(scores), np.asarray(idxs)
+    if b.ndim != 2 or b.shape[1] != 4 or s.shape != (b.shape[0],) or c.shape != s.shape:
+        raise ValueError(f"batched_nms: boxes (N, 4), scores (N,), idxs (N,); got {b.shape}, {s.shape}, {c.shape}")
+    if b.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    max_out = nms_kw.pop("max_out", None)
+    if coordinate_trick:
+        one = b.dtype.type(1)
+        offsets = c.astype(b.dtype) * (b.max() + one)
+        b = b + offsets[:, None]
+        # with ">=" and a threshold <= 0 even disjoint boxes suppress each other: then no split is exact
+        zero_suppresses = nms_kw.get("suppress_equal", False) and float(iou_threshold) <= 0
+        group = np.zeros_like(c) if zero_suppresses else _interacting(b, c)
+    else:
+        group = c
+    order = _descending(s, ties)
+    kept = order[_greedy_groups(b[order], group[order], iou_threshold, nms_kw.pop("suppress_equal", False),
+                                nms_kw.pop("plus_one", False), nms_kw.pop("union", "a+b-i"))]
+    if nms_kw:
+        raise TypeError(f"batched_nms: unexpected keywords {sorted(nms_kw)}")
+    return kept[:max_out] if max_out is not None else kept
+
+
+# ------------------------------------------------------------------------------------------------------- SSD300 boxes
+#: NVIDIA / MLPerf SSD300 ``dboxes300_coco()`` constants (specs/ssd_resnet34.md 6.1)
+SSD300_COCO = dict(fig_size=300, feat_size=(38, 19, 10, 5, 3, 1), steps=(8, 16, 32, 64, 100, 300),
+                   scales=(21, 45, 99, 153, 207, 261, 315), aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+
+
+@lru_cache(maxsize=8)
+def _ssd_default_boxes(fig_size: int, feat_size: tuple, steps: tuple, scales: tuple, aspect_ratios: tuple) -> np.ndarray:
+    blocks = []
+    for idx, sfeat in enumerate(feat_size):
+        fk = fig_size / steps[idx]
+        sk1 = scales[idx] / fig_size
+        sk2 = scales[idx + 1] / fig_size
+        sk3 = math.sqrt(sk1 * sk2)
+        sizes = [(sk1, sk1), (sk3, sk3)]
+        for alpha in aspect_ratios[idx]:
+            w, h = sk1 * math.sqrt(alpha), sk1 / math.sqrt(alpha)
+            sizes += [(w, h), (h, w)]
+        i, j = np.meshgrid(np.arange(sfeat), np.arange(sfeat), indexing="ij")  # row-major: i (row) outer
+        cx, cy = ((j + 0.5) / fk).ravel(), ((i + 0.5) / fk).ravel()
+        for w, h in sizes:  # size-major: all locations of one size, then the next size
+            blocks.append(np.stack([cx, cy, np.full_like(cx, w), np.full_like(cx, h)], axis=1))
+    boxes = np.clip(np.concatenate(blocks).astype(np.float32), 0.0, 1.0)  # float64 -> float32, then clamp all four
+    boxes.flags.writeable = False
+    return boxes
+
+
+def ssd_default_boxes(fig_size: int = 300, feat_size: Sequence[int] = SSD300_COCO["feat_size"],
+                      steps: Sequence[int] = SSD300_COCO["steps"], scales: Sequence[int] = SSD300_COCO["scales"],
+                      aspect_ratios: Sequence[Sequence[int]] = SSD300_COCO["aspect_ratios"]) -> np.ndarray:
+    """SSD default boxes, float32 ``(A, 4)`` cx cy w h in [0, 1] (8732 for SSD300), read-only and cached.
+
+    Order = the head's flattening (default-box-major within a layer): per layer, per size (s1, s1), (s3, s3), then
+    (s1*sqrt(a), s1/sqrt(a)), (s1/sqrt(a), s1*sqrt(a)) per ratio a; per row i; per column j. Centres use
+    fk = fig_size / step (not the feature size); computed in float64, rounded to float32, all four values clamped
+    to [0, 1] (as upstream ``DefaultBoxes``)."""
+    return _ssd_default_boxes(int(fig_size), tuple(feat_size), tuple(steps), tuple(scales),
+                              tuple(tuple(a) for a in aspect_ratios))
+
+
+def ssd_layer_offsets(feat_size: Sequence[int] = SSD300_COCO["feat_size"],
+                      aspect_ratios: Sequence[Sequence[int]] = SSD300_COCO["aspect_ratios"]) -> list[int]:
+    """Start index of each layer along the anchor axis (SSD300: 0, 5776, 7942, 8542, 8692, 8728)."""
+    counts = [(2 + 2 * len(a)) * f * f for f, a in zip(feat_size, aspect_ratios)]
+    return [int(v) for v in np.concatenate([[0], np.cumsum(counts)[:-1]])]
+
+
+def ssd_decode(ploc: np.ndarray, plabel: np.ndarray, dboxes: np.ndarray | None = None, scale_xy: float = 0.1,
+               scale_wh: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """One image's SSD outputs -> (xyxy boxes (A, 4) float32 normalised, softmax probabilities (A, C) float32).
+
+    ``ploc (4, A)`` encoded offsets, ``plabel (C, A)`` raw logits (class 0 = background). Boxes:
+    cx = (0.1*tx)*dw + dcx, w = exp(0.2*tw)*dw, then xyxy = cx -+ w/2; no clipping. Softmax over all C logits.
+    Computed with torch float32 operations in the order of the guide's ``scale_back_batch`` (same softmax and exp
+    kernels as the reference, so the results are bit-identical to it; the inputs are not modified).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    d = torch.tensor(ssd_default_boxes() if dboxes is None else np.asarray(dboxes), dtype=torch.float32)
+    b = torch.from_numpy(np.array(ploc, dtype=np.float32, copy=True))[None].permute(0, 2, 1)
+    s = torch.from_numpy(np.ascontiguousarray(plabel, dtype=np.float32))[None].permute(0, 2, 1)
+    with torch.no_grad():
+        b[:, :, :2] = scale_xy * b[:, :, :2]
+        b[:, :, 2:] = scale_wh * b[:, :, 2:]
+        b[:, :, :2] = b[:, :, :2] * d[None, :, 2:] + d[None, :, :2]
+        b[:, :, 2:] = b[:, :, 2:].exp() * d[None, :, 2:]
+        l, t = b[:, :, 0] - 0.5 * b[:, :, 2], b[:, :, 1] - 0.5 * b[:, :, 3]
+        r, btm = b[:, :, 0] + 0.5 * b[:, :, 2], b[:, :, 1] + 0.5 * b[:, :, 3]
+        boxes = torch.stack([l, t, r, btm], dim=-1)[0]
+        probs = F.softmax(s, dim=-1)[0]
+    return boxes.numpy(), probs.numpy()
+
+
+def ssd_select(boxes: np.ndarray, probs: np.ndarray, *, score_threshold: float = 0.05, max_anchors: int = 200,
+               iou_threshold: float = 0.5, max_detections: int = 200,
+               coordinate_trick: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SSD-ResNet34 guide's selection (``ssd_postprocess.py``, specs/ssd_resnet34.md 6.3) for one image.
+
+    ``boxes (A, 4)`` normalised xyxy and ``probs (A, 1 + K)`` softmax probabilities with background in column 0.
+    1. boxes -> (boxes + 1) / 2; 2. keep anchors whose best foreground probability > 0.05 (float32 compare);
+    3. at most the 200 best of them (by that probability); 4. every kept anchor with every one of the K classes
+    (no per-class threshold); 5. class-aware NMS, IoU > 0.5 (torchvision 0.6 ``batched_nms``: coordinate trick);
+    6. boxes -> boxes * 2 - 1; 7. the 200 highest scores. Returns (boxes (D, 4) normalised xyxy float32,
+    labels (D,) 0-based foreground class, scores (D,) float32), in descending score order.
+    """
+    b = np.asarray(boxes, dtype=np.float32)
+    p = np.asarray(probs, dtype=np.float32)[:, 1:]
+    k = p.shape[1]
+    b = (b + np.float32(1)) / np.float32(2)
+    best = p.max(axis=1)
+    keep = np.flatnonzero(best > np.float32(score_threshold))
+    if keep.size > max_anchors:
+        keep = keep[np.argsort(-best[keep], kind="stable")[:max_anchors]]
+    cand_boxes = np.repeat(b[keep], k, axis=0)  # anchor-major, class-minor (as ``repeat(1, 80, 1).view(-1, 4)``)
+    cand_scores = p[keep].reshape(-1)
+    cand_labels = np.tile(np.arange(k, dtype=np.int64), keep.size)
+    kept = batched_nms(cand_boxes, cand_scores, cand_labels, iou_threshold, coordinate_trick=coordinate_trick)
+    kept = kept[:max_detections]
+    out = cand_boxes[kept] * np.float32(2) - np.float32(1)
+    return out.reshape(-1, 4), cand_labels[kept], cand_scores[kept]

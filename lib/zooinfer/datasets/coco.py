@@ -1,0 +1,299 @@
+"""COCO detection sets in their official layouts, the image selections of the guides, and the embedded sample.
+
+COCO 2017 val (SSD-ResNet34 guide), ``data_root``::
+
+    val2017/000000000139.jpg ...               5,000 images
+    annotations/instances_val2017.json         the official instances file, unchanged
+
+One function per layout/selection (``open_coco2017_val``), sharing the JSON loading and checks
+(:func:`load_instances`: clear errors naming the missing file or key) and :func:`_dataset` (samples keyed by file
+stem, which is also the ``.bin`` stem). Annotation views the guides prepare as extra files (SSD's
+``bbox_only_instances_val2017.json``) are built in memory (:func:`bbox_only_view`).
+
+Each opened image is registered (:func:`lookup`): a recipe's ``preprocess(path)`` finds the image id and the
+annotation file's height/width there, as the guides take them from the annotation file, not the decoded image.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DatasetError
+from .base import ImageDataset, Sample, require_dir, require_file
+from .samples import ensure, skimage_path
+
+LAYOUT_2017 = """  <data_root>/val2017/000000000139.jpg ...              (the 5,000 COCO 2017 val images)
+  <data_root>/annotations/instances_val2017.json      (the official annotation file, unchanged)"""
+
+#: keys a COCO instances file must have, per section, for the readers and pycocotools' COCOeval
+REQUIRED_KEYS = {
+    "images": ("id", "file_name", "height", "width"),
+    "annotations": ("id", "image_id", "category_id", "bbox", "iscrowd", "area"),
+    "categories": ("id", "name"),
+}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What postprocessing needs about one image, from the annotation file."""
+
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+    #: category ids in the annotation file's ``categories`` order (model class k >= 1 -> ``category_ids[k - 1]``)
+    category_ids: tuple[int, ...]
+
+
+_RECORDS: dict[str, ImageRecord] = {}
+_RECORDS_LOCK = threading.Lock()
+
+
+def _path_key(path: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def lookup(path: str | os.PathLike) -> ImageRecord | None:
+    """The record of an image opened through one of this module's readers (None for any other file)."""
+    return _RECORDS.get(_path_key(path))
+
+
+# ------------------------------------------------------------------------------------------------ annotation files
+def validate_instances(data: object, path: Path) -> None:
+    """Raise DatasetError naming the first missing section or key (checks every entry's keys)."""
+    what = f"{path} is not a COCO instances annotation file"
+    if not isinstance(data, dict):
+        raise DatasetError(f"{what}: it holds a JSON {type(data).__name__}, expected an object with keys "
+                           f"{', '.join(map(repr, REQUIRED_KEYS))}")
+    for section, keys in REQUIRED_KEYS.items():
+        if section not in data:
+            raise DatasetError(f"{what}: missing key {section!r} (top-level keys: {sorted(data)[:10]})")
+        entries = data[section]
+        if not isinstance(entries, list):
+            raise DatasetError(f"{what}: {section!r} must be a list, got {type(entries).__name__}")
+        for i, entry in enumerate(entries):
+            missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise DatasetError(f"{what}: {section}[{i}] has no key {missing[0]!r} (every {section[:-1]} "
+                                   f"needs {', '.join(map(repr, keys))})")
+
+
+def load_instances(path: str | os.PathLike, layout: str = LAYOUT_2017) -> dict:
+    """Read and check a COCO instances JSON file (missing file: the path and the expected layout)."""
+    path = require_file(Path(path), "COCO annotation file", layout)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} is not a JSON file ({e})") from None
+    validate_instances(data, path)
+    return data
+
+
+def bbox_only_view(data: dict) -> dict:
+    """Upstream ``prepare-json.py --keep-keys`` in memory (the guide's ``bbox_only_instances_val2017.json``).
+
+    Images keep only ``id``, ``file_name``, ``height``, ``width``; every annotation keeps all its keys but
+    ``segmentation`` becomes ``[]`` and ``area`` becomes 1.0; ``categories`` unchanged; nothing else (no ``info``,
+    ``licenses``). The input is not modified. Only all-area COCO metrics are meaningful with it (every area is 1).
+    """
+    keep = ("id", "file_name", "height", "width")
+    images = [{k: img[k] for k in img if k in keep} for img in data["images"]]
+    annotations = []
+    for a in data["annotations"]:
+        a = dict(a)
+        a["segmentation"] = []
+        a["area"] = 1.0
+        annotations.append(a)
+    return {"images": images, "annotations": annotations, "categories": copy.deepcopy(data["categories"])}
+
+
+def images_with_annotations(data: dict) -> list[dict]:
+    """The SSD guide's selection: image entries with at least one annotation (crowd ones count), in ``images``
+    order (COCO 2017 val: 4,952 of 5,000)."""
+    annotated = {a["image_id"] for a in data["annotations"]}
+    return [img for img in data["images"] if img["id"] in annotated]
+
+
+def category_ids(data: dict) -> tuple[int, ...]:
+    """Category ids in the file's ``categories`` order (what the guides index model classes with)."""
+    return tuple(int(c["id"]) for c in data["categories"])
+
+
+def _stem(file_name: str) -> str:
+    return Path(file_name).name.split(".")[0]
+
+
+def _dataset(name: str, root: Path, image_dir: Path, images: list[dict], cats: tuple[int, ...],
+             extra: dict) -> ImageDataset:
+    """Samples (key = file stem, target = image id) for ``images``, registered for :func:`lookup`."""
+    samples, records = [], {}
+    for img in images:
+        path = image_dir / img["file_name"]
+        rec = ImageRecord(int(img["id"]), str(img["file_name"]), int(img["height"]), int(img["width"]), cats)
+        records[_path_key(path)] = rec
+        samples.append(Sample(_stem(img["file_name"]), str(path), rec.image_id,
+                              {"image_id": rec.image_id, "height": rec.height, "width": rec.width}))
+    with _RECORDS_LOCK:
+        _RECORDS.update(records)
+    return ImageDataset(name, root, samples, embedded=False, extra=extra)
+
+
+def open_coco2017_val(data_root: str | os.PathLike) -> ImageDataset:
+    """COCO 2017 val as the SSD-ResNet34 guide evaluates it.
+
+    Samples: the images with at least one annotation (4,952), in annotation-file order. ``extra``:
+    ``annotations`` (the bbox-only view, a dict pycocotools takes), ``ann_file``, ``img_ids`` (the selected ids),
+    ``category_ids``, ``n_images_in_file``. Images missing on disk are not checked here: the pipeline skips,
+    counts and names them, and the metric then covers fewer images.
+    """
+    root = Path(data_root)
+    require_dir(root, "COCO data root", LAYOUT_2017)
+    image_dir = require_dir(root / "val2017", "COCO 2017 val image folder", LAYOUT_2017)
+    ann_file = root / "annotations" / "instances_val2017.json"
+    data = load_instances(ann_file, LAYOUT_2017)
+    selected = images_with_annotations(data)
+    if not selected:
+        raise DatasetError(f"{ann_file}: no image has an annotation; nothing to evaluate")
+    cats = category_ids(data)
+    extra = {"annotations": bbox_only_view(data), "ann_file": str(ann_file),
+             "img_ids": [int(img["id"]) for img in selected], "category_ids": list(cats),
+             "n_images_in_file": len(data["images"]),
+             "selection": "images with at least one annotation (the SSD guide's ssd_preprocess.py)"}
+    return _dataset("coco2017-val", root, image_dir, selected, cats, extra)
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+#: SSD-ResNet34 guide (torchvision Normalize constants, RGB)
+SSD_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+SSD_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def preprocess_ssd300(path: str | os.PathLike, size: int = 300) -> np.ndarray:
+    """``ssd_preprocess.py``: PIL RGB -> resize to exactly size x size with Pillow's antialiased bilinear (no aspect
+    keeping) -> /255 -> (x - mean) / std, all in float32. Returns (3, size, size) float32, C order."""
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    img = img.resize((size, size), Image.BILINEAR)
+    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return np.ascontiguousarray((x - SSD_MEAN[:, None, None]) / SSD_STD[:, None, None])
+
+
+def image_record(path: str | os.PathLike) -> ImageRecord:
+    """The registered record of ``path``, or one derived from the file (id = the digits ending the file stem, size
+    from the decoded image, the 80 standard category ids) for images opened outside these readers."""
+    rec = lookup(path)
+    if rec is not None:
+        return rec
+    from ..metrics.coco import COCO80_TO_91
+
+    m = re.search(r"(\d+)$", _stem(os.fspath(path)))
+    with Image.open(path) as im:
+        w, h = im.size
+    return ImageRecord(int(m.group(1)) if m else -1, Path(path).name, h, w, tuple(COCO80_TO_91))
+
+
+# ------------------------------------------------------------------------------------------------ embedded sample
+#: (category id, name, supercategory) of the 80 COCO detection categories, in the official files' order
+CATEGORIES = (
+    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"), (4, "motorcycle", "vehicle"),
+    (5, "airplane", "vehicle"), (6, "bus", "vehicle"), (7, "train", "vehicle"), (8, "truck", "vehicle"),
+    (9, "boat", "vehicle"), (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"),
+    (13, "stop sign", "outdoor"), (14, "parking meter", "outdoor"), (15, "bench", "outdoor"), (16, "bird", "animal"),
+    (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"), (20, "sheep", "animal"),
+    (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"), (24, "zebra", "animal"),
+    (25, "giraffe", "animal"), (27, "backpack", "accessory"), (28, "umbrella", "accessory"),
+    (31, "handbag", "accessory"), (32, "tie", "accessory"), (33, "suitcase", "accessory"), (34, "frisbee", "sports"),
+    (35, "skis", "sports"), (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
+    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
+    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
+    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"), (49, "knife", "kitchen"),
+    (50, "spoon", "kitchen"), (51, "bowl", "kitchen"), (52, "banana", "food"), (53, "apple", "food"),
+    (54, "sandwich", "food"), (55, "orange", "food"), (56, "broccoli", "food"), (57, "carrot", "food"),
+    (58, "hot dog", "food"), (59, "pizza", "food"), (60, "donut", "food"), (61, "cake", "food"),
+    (62, "chair", "furniture"), (63, "couch", "furniture"), (64, "potted plant", "furniture"),
+    (65, "bed", "furniture"), (67, "dining table", "furniture"), (70, "toilet", "furniture"),
+    (72, "tv", "electronic"), (73, "laptop", "electronic"), (74, "mouse", "electronic"),
+    (75, "remote", "electronic"), (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
+    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
+    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"), (85, "clock", "indoor"),
+    (86, "vase", "indoor"), (87, "scissors", "indoor"), (88, "teddy bear", "indoor"), (89, "hair drier", "indoor"),
+    (90, "toothbrush", "indoor"),
+)
+
+#: (image id, scikit-image file, [(category id, [x, y, w, h] in pixels, iscrowd)]), in the file's ``images`` order
+#: (not sorted by id, as in the official file). Boxes were drawn by eye on the objects in the pictures.
+SAMPLE_IMAGES = (
+    (3, "astronaut.png", [(1, [20.0, 15.0, 345.0, 497.0], 0)]),
+    (1, "coffee.png", [(47, [172.0, 8.0, 238.0, 290.0], 0), (50, [322.0, 66.0, 103.0, 260.0], 0),
+                       (67, [0.0, 0.0, 600.0, 400.0], 0)]),
+    (7, "rocket.jpg", []),  # no annotation: the SSD guide's selection skips it
+    (6, "chelsea.png", [(17, [5.0, 0.0, 440.0, 300.0], 0)]),
+    (2, "motorcycle_left.png", [(4, [92.0, 60.0, 595.0, 390.0], 0), (15, [40.0, 105.0, 245.0, 200.0], 0),
+                                (2, [0.0, 110.0, 45.0, 125.0], 0)]),
+    (5, "camera.png", [(1, [0.0, 65.0, 335.0, 447.0], 0)]),  # grayscale JPEG, as some COCO images are
+    (8, "horse.png", [(19, [18.0, 8.0, 372.0, 297.0], 0)]),  # RGBA source, saved as RGB JPEG
+    (4, "clock_motion.png", [(85, [140.0, 95.0, 130.0, 120.0], 1)]),  # only a crowd annotation: still selected
+)
+
+
+def _rle_of_box(box: list[float], h: int, w: int) -> dict:
+    """Uncompressed RLE (column-major run lengths, as crowd annotations store it) of a filled box."""
+    m = np.zeros((h, w), dtype=np.uint8)
+    x, y, bw, bh = (int(round(v)) for v in box)
+    m[y:y + bh, x:x + bw] = 1
+    flat = m.flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], change, [flat.size]]))
+    counts = ([0] if flat[0] == 1 else []) + runs.tolist()
+    return {"counts": [int(c) for c in counts], "size": [h, w]}
+
+
+def build_coco_sample(root: Path) -> None:
+    """Write the embedded COCO 2017 val sample: ``val2017/<id:012d>.jpg`` + ``annotations/instances_val2017.json``
+    with the official file's structure (info, licenses, images, annotations with polygon or crowd-RLE segmentation,
+    area, iscrowd; the 80 real categories)."""
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images, annotations = [], []
+    ann_id = 900001
+    for image_id, fname, objects in SAMPLE_IMAGES:
+        with Image.open(skimage_path(fname)) as im:
+            im.load()
+            img = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
+        file_name = f"{image_id:012d}.jpg"
+        img.save(root / "val2017" / file_name, format="JPEG", quality=95)
+        w, h = img.size
+        images.append({"license": 1, "file_name": file_name, "coco_url": "", "height": h, "width": w,
+                       "date_captured": "2013-11-14 17:02:52", "flickr_url": "", "id": image_id})
+        for cat, (x, y, bw, bh), crowd in objects:
+            seg = (_rle_of_box([x, y, bw, bh], h, w) if crowd
+                   else [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]])
+            annotations.append({"segmentation": seg, "area": float(bw * bh), "iscrowd": crowd,
+                                "image_id": image_id, "bbox": [x, y, bw, bh], "category_id": cat, "id": ann_id})
+            ann_id += 1
+    data = {
+        "info": {"description": "zooinfer embedded COCO 2017 val sample (pictures from scikit-image's data)",
+                 "url": "https://scikit-image.org", "version": "1.0", "year": 2017,
+                 "contributor": "zooinfer", "date_created": "2017/09/01"},
+        "licenses": [{"url": "https://github.com/scikit-image/scikit-image/blob/main/skimage/data/README.txt",
+                      "id": 1, "name": "scikit-image data (see its README for each picture's license)"}],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"supercategory": s, "id": i, "name": n} for i, n, s in CATEGORIES],
+    }
+    with open(root / "annotations" / "instances_val2017.json", "w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
+
+
+def coco_sample_root() -> Path:
+    """Root of the embedded COCO 2017 val-layout sample (built on first use)."""
+    return ensure("coco2017-val", build_coco_sample)

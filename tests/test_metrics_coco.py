@@ -194,3 +194,16 @@ def test_accumulator_image_id_sources():
     acc2 = coco.CocoAccumulator(_one_image_gt(), image_id_of=lambda s: 1)
     acc2.update(Sample("x", "x.jpg"), np.array([[1, 0, 0, 100, 100, 0.9, 1]], dtype=np.float32))
     assert acc2.compute()["AP"] == pytest.approx(1.0)
+
+
+def test_accumulator_keeps_compact_rows_and_rejects_bad_dicts(dets):
+    acc = coco.CocoAccumulator(GT)
+    for d in dets:
+        acc.update(Sample(str(d["image_id"]), ""), [d])
+    assert all(r.dtype == np.float64 and r.shape[1] == 7 for r in acc._rows)
+    back = acc.results  # exact round trip of the dicts, order kept
+    assert [(b["image_id"], b["category_id"], b["bbox"], b["score"]) for b in back] == \
+        [(d["image_id"], d["category_id"], d["bbox"], d["score"]) for d in dets]
+    _close({k: acc.compute()[k] for k in coco.STAT_NAMES}, REF["all"])
+    with pytest.raises(MetricInputError, match="bbox"):
+        acc.update(Sample("x", ""), [{"image_id": 100, "category_id": 1, "score": 0.5}])

@@ -235,20 +235,35 @@ class CocoAccumulator:
         self.img_ids = None if img_ids is None else sorted({int(i) for i in img_ids})
         self.predicted_only = predicted_only
         self.image_id_of = image_id_of or _default_image_id
-        self.results: list[dict] = []
+        self._rows: list[np.ndarray] = []  # compact (N, 7) float64 rows, in arrival order
         self.predicted: set[int] = set()
 
     def update(self, sample: Any, detections: Any) -> None:
-        """``detections``: this image's list of COCO result dicts (or (N, 7) rows)."""
+        """``detections``: this image's list of COCO result dicts (or (N, 7) rows). Kept as float64 rows
+        ``[image_id, x, y, w, h, score, category_id]`` (exact for Python floats), not as dicts."""
         if isinstance(detections, np.ndarray):
-            detections = [{"image_id": int(r[0]), "bbox": [float(v) for v in r[1:5]], "score": float(r[5]),
-                           "category_id": int(r[6])} for r in detections]
-        detections = list(detections)
+            rows = np.asarray(detections, dtype=np.float64).reshape(-1, 7)
+        else:
+            try:
+                rows = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in detections],
+                                dtype=np.float64).reshape(-1, 7)
+            except (KeyError, TypeError, ValueError) as e:
+                raise MetricInputError(f"COCO detections of {getattr(sample, 'key', sample)!r}: each must be a dict with "
+                                       f"image_id, category_id, bbox [x, y, w, h] and score ({type(e).__name__}: {e})"
+                                       ) from None
         image_id = self.image_id_of(sample)
         if image_id is not None:
             self.predicted.add(int(image_id))
-        self.predicted.update(int(d["image_id"]) for d in detections)
-        self.results.extend(detections)
+        self.predicted.update(int(i) for i in np.unique(rows[:, 0]))
+        if len(rows):
+            self._rows.append(rows)
+
+    @property
+    def results(self) -> list[dict]:
+        """The collected detections as COCO result dicts, in arrival order."""
+        rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 7))
+        return [{"image_id": int(r[0]), "category_id": int(r[6]), "bbox": r[1:5], "score": r[5]}
+                for r in rows.tolist()]
 
     def compute(self) -> dict[str, float]:
         expected = self.img_ids if self.img_ids is not None else sorted(self.gt.getImgIds())

@@ -29,6 +29,11 @@ differ, this module follows MATLAB:
 - NaN precision (no proposal above a threshold) is skipped by the envelope like MATLAB's ``max`` does (numpy's
   ``maximum`` would propagate it; it never changes the AP).
 
+The IoU threshold is the official 0.5 (MATLAB and wondervictor's port). The Ascend-family copy of the port
+(``PyTorch/contrib/cv/detection/Pyramidbox/evaluate``) defaults to 0.4; which one the PyramidBox guide's published
+numbers used is not known: pass ``iou_thresh=0.4`` to reproduce that copy (its skipping of images without a file is
+not reproduced: here they always count).
+
 Deliberate differences from MATLAB, for clear errors instead of silent zeros: a malformed line (fewer than five
 numbers, or not numbers) or fewer box lines than announced raises ``MetricInputError`` naming the file and line
 (MATLAB prints "Invalid format" and treats the image as having no detections). Prediction files for images that are

@@ -247,3 +247,24 @@ def test_accumulator(tmp_path):
     gt = wf.load_ground_truth(GT)
     assert part["n_images"] == 10
     assert _aps(part) == _aps(wf.evaluate(dict(items[:10]), gt.subset(k for k, _ in items[:10])))
+
+
+def test_iou_exactly_at_threshold_counts(tmp_path):
+    """boxoverlap.m with +1 widths: face 0 0 9 9 (area 100) and detection 0 0 9 4 (area 50, all inside) give
+    IoU 50 / 100 = 0.5 exactly, which is a hit (>=). A second detection keeps max > min for the normalisation."""
+    wf.write_ground_truth(tmp_path, {"0--A": {"0_a_1": [[0, 0, 9, 9], [500, 500, 20, 20]]}})
+    dets = np.array([[0, 0, 9, 4, 0.9], [0, 300, 9, 9, 0.1]])
+    assert wf.evaluate({("0--A", "0_a_1"): dets}, tmp_path)["hard"] == pytest.approx(0.5)  # 1 of 2 faces, P = 1
+    dets[0, 3] = 3.9  # IoU just below 0.5: no hit
+    assert wf.evaluate({("0--A", "0_a_1"): dets}, tmp_path)["hard"] == 0.0
+
+
+def test_scores_outside_unit_range_are_normalised_with_their_own_min():
+    """norm_score.m starts from realmax/realmin('single'), so scaling every score by 64 (exact in binary, all
+    scores then > 1) changes nothing; the ports' start values (min 1, max 0) would keep min = 1 here and move
+    detections between the 1000 threshold buckets (continuous scores, so that buckets matter)."""
+    rng = np.random.default_rng(3)
+    fine = {k: np.column_stack([v[:, :4], rng.uniform(0.02, 1.0, len(v))]) for k, v in PRED.items()}
+    scaled = {k: np.column_stack([v[:, :4], v[:, 4] * 64]) for k, v in fine.items()}
+    assert min(v[:, 4].min() for v in scaled.values() if len(v)) > 1
+    assert _aps(wf.evaluate(scaled, GT, quantize=False)) == _aps(wf.evaluate(fine, GT, quantize=False))

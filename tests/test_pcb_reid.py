@@ -280,9 +280,26 @@ def test_embedded_sample_layout():
         assert im.size == (64, 128) and im.mode == "RGB"
 
 
-def test_embedded_sample_end_to_end_with_synthetic_weights():
+class _Recording:
+    """A backend session that remembers every output batch (to write the Ascend tool's result files from them)."""
+
+    def __init__(self, session):
+        self.session, self.name, self.device, self.input_shape = session, "torch", "cpu", session.input_shape
+        self.batches: list[list[np.ndarray]] = []
+
+    def run(self, batch):
+        out = self.session.run(batch)
+        self.batches.append(out)
+        return out
+
+
+def test_embedded_sample_end_to_end_and_from_ascend_result_files(tmp_path):
+    """Synthetic weights through the pipeline; then the same outputs as the old benchmark tool writes them
+    (``<stem>_1.bin`` = output_1 ... ``<stem>_7.bin``, counted from 1) read back give the same distances."""
+    from zooinfer.backends.bins import OutputReader
+
     ds = RECIPE.open_dataset(None)
-    session = open_session("torch", model=build_model("pcb"))
+    session = _Recording(open_session("torch", model=build_model("pcb")))
     res = pipeline.run(RECIPE, ds, session, bs=4, progress=False)
     assert res.n_done == 17 and not res.skipped
     m = res.metrics
@@ -291,3 +308,12 @@ def test_embedded_sample_end_to_end_with_synthetic_weights():
     assert 0.0 <= m["mAP"] <= 1.0 and m["top1"] <= m["top5"] <= m["top10"]
     d = res.accumulator.distances()
     assert d.shape == (5, 12) and np.all(d > -1e-4) and np.all(d < 12 + 1e-4)
+
+    rows = [[o[r] for o in batch] for batch in session.batches for r in range(batch[0].shape[0])]
+    for sample, outs in zip(ds, rows, strict=True):
+        for k, o in enumerate(outs, start=1):
+            o.astype(np.float32).tofile(tmp_path / f"{sample.key}_{k}.bin")
+    reader = OutputReader(tmp_path, [o.shape for o in rows[0]])
+    again = pipeline.run(RECIPE, ds, reader, progress=False)
+    np.testing.assert_array_equal(again.accumulator.distances(), d)
+    assert again.metrics == m

@@ -16,7 +16,7 @@ import torch
 from zooinfer.errors import CheckpointError
 from zooinfer.models import build_model
 from zooinfer.models.checkpoints import read_checkpoint
-from zooinfer.models.pcb import PICKLE_CLASSES, PCB, TorchvisionResNet50, layer4_strides
+from zooinfer.models.pcb import PICKLE_CLASSES, PCB, TorchvisionResNet50, layer4_strides, structural_differences
 
 # Stand-ins for torchvision 0.2.1 ``models/resnet.py`` and upstream ``reid/models/resnet.py`` (PCB_RPP_for_reID):
 # same class paths, attribute names, registration order and forward arithmetic (upstream's Python 2 integer pooling
@@ -229,6 +229,17 @@ def test_layer4_stride_is_read_from_the_pickle(upstream_files):
     seen = []
     read_checkpoint(upstream_files["files"]["legacy"], module_classes=PICKLE_CLASSES, inspect=seen.append)
     assert layer4_strides(seen[0]) == {"base.layer4.0.conv2": (1, 1), "base.layer4.0.downsample.0": (1, 1)}
+    # the stand-in Bottleneck keeps torchvision's unused ``stride = 2`` attribute in layer4.0: not a difference
+    def stub(path):
+        obj = seen[0]
+        for name in path.split("."):
+            obj = obj._modules[name]
+        return obj
+
+    assert stub("base.layer4.0").stride == 2
+    assert structural_differences(seen[0], PCB()) == []
+    stub("feat_bn2d").eps = 1e-3
+    assert structural_differences(seen[0], PCB()) == ["feat_bn2d.eps: file 0.001, network 1e-05"]
     with pytest.raises(CheckpointError) as e:
         build_model("pcb", upstream_files["files"]["strided"])
     assert "base.layer4.0.conv2.stride: file (2, 2), network (1, 1)" in str(e.value)

@@ -38,6 +38,8 @@ PICKLE_CLASSES = (
 )
 #: non-tensor module attributes that change the computation; checked against the pickle when it has them
 STRUCTURAL_ATTRS = ("stride", "padding", "dilation", "kernel_size", "groups", "eps", "ceil_mode")
+#: module types whose attributes are compared (containers may carry stale, unused attributes)
+CHECKED_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.Linear)
 #: modules present in the pickle but never executed (the forward stops at ``base.avgpool``)
 UNUSED_MODULES = ("base.avgpool", "base.fc")
 
@@ -133,8 +135,8 @@ def structural_differences(pickled: Any, model: nn.Module) -> list[str]:
     diffs = []
     for path, mod in model.named_modules():
         stub = stubs.get(path)
-        if stub is None or path in UNUSED_MODULES:
-            continue
+        if stub is None or path in UNUSED_MODULES or not isinstance(mod, CHECKED_TYPES):
+            continue  # e.g. torchvision's Bottleneck keeps an unused ``stride`` attribute of 2 in layer4.0
         for attr in STRUCTURAL_ATTRS:
             if attr in stub.__dict__ and hasattr(mod, attr) and not _same(stub.__dict__[attr], getattr(mod, attr)):
                 diffs.append(f"{path}.{attr}: file {stub.__dict__[attr]!r}, network {getattr(mod, attr)!r}")

@@ -183,6 +183,18 @@ def test_ssd_select_nms_in_shifted_coordinates():
     np.testing.assert_allclose(b, boxes, atol=1e-7)
 
 
+def test_ssd_select_keeps_the_coordinate_trick_quirk():
+    """In (b + 1) / 2 space a0 is [0, 0, 1, 1] and a1 [-2, -2, -1, -1]; max coordinate 1, so class 1 is shifted by 2:
+    a1's class-1 box lands on a0's class-0 box and is suppressed by it (torchvision 0.6 ``batched_nms``)."""
+    boxes = np.array([[-1, -1, 1, 1], [-5, -5, -3, -3]], F32)
+    probs = _probs([[.1, .8, .1], [.1, .2, .7]])
+    b, lab, sc = B.ssd_select(boxes, probs)
+    assert list(zip(lab.tolist(), sc.tolist())) == [(0, F32(.8)), (0, F32(.2)), (1, F32(.1))]
+    np.testing.assert_array_equal(b, boxes[[0, 1, 0]])
+    _, lab, sc = B.ssd_select(boxes, probs, coordinate_trick=False)  # plain per-class NMS keeps all four
+    assert list(zip(lab.tolist(), sc.tolist())) == [(0, F32(.8)), (1, F32(.7)), (0, F32(.2)), (1, F32(.1))]
+
+
 @pytest.mark.parametrize("ties", ["first", "last"])
 def test_nms_rejects_bad_arguments(ties):
     with pytest.raises(ValueError):

@@ -142,9 +142,10 @@ UPSTREAM_DIST_ROW0 = [5.910457134246826, 5.942357063293457, 6.120440483093262, 6
 UPSTREAM_DIST_SUM = 1851.9635243415833  # float64 sum of the (9, 34) float32 matrix
 
 
-def _dataset_of(queries):
-    """A stand-in dataset: the accumulator only counts its query samples."""
-    return type("DS", (), {"samples": [_sample("query", p, c, i) for i, (_, p, c) in enumerate(queries)]})()
+def _dataset_of(queries, gallery=()):
+    """A stand-in dataset: the accumulator only counts its query and gallery samples."""
+    return type("DS", (), {"samples": [_sample("query", p, c, i) for i, (_, p, c) in enumerate(queries)]
+                           + [_sample("gallery", p, c, i) for i, (_, p, c) in enumerate(gallery)]})()
 
 
 @pytest.mark.parametrize("block", [256, 5])
@@ -164,13 +165,16 @@ def test_matches_the_upstream_evaluation_on_fixed_features(block):
     np.testing.assert_allclose(acc.cmc_curve(5), UPSTREAM_CMC_1_TO_5)
 
 
-def test_streamed_columns_equal_one_matrix_product():
+@pytest.mark.parametrize("listed", [34, 3])  # 3: more gallery images arrive than the dataset listed (grows)
+def test_streamed_columns_equal_one_matrix_product(listed):
     """Gallery blocks (padded to 64 columns) give the guide's single-addmm distances: bit-identical here once the
     full matrix has 64+ columns (measured up to 500 x 1100); this 9 x 34 one takes MKL's narrow path (1e-6)."""
     q, g = scenario(seed=3)
-    acc = PartFeatureAccumulator(_dataset_of(q), block=7)
+    acc = PartFeatureAccumulator(_dataset_of(q, g[:listed]), block=7)
     _run([("query", p, c, f) for f, p, c in q] + [("gallery", p, c, f) for f, p, c in g], acc)
-    assert len(acc._columns) == 4  # 34 gallery columns: 4 blocks of 7 streamed, 6 left for distances()
+    assert acc._filled == 28  # 4 blocks of 7 streamed
+    assert acc._dist.shape == ((9, 34) if listed == 34 else (9, 28))  # preallocated, or grown to 2 x 14
+    assert acc._qbuf is None and acc._Q.shape == (9, 12288)
     full = reid.pairwise_distance(np.stack([f for f, _, _ in q]).reshape(9, -1),
                                   np.stack([f for f, _, _ in g]).reshape(34, -1))
     np.testing.assert_allclose(acc.distances(), full, rtol=0, atol=1e-5)

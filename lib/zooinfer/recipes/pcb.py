@@ -62,25 +62,30 @@ class PartFeatureAccumulator:
     Gallery features wait in blocks of ``block`` until every query of ``dataset`` has arrived, then become distance
     columns computed exactly as the guide (``reid.pairwise_distance``: torch norms + ``addmm``; a column does not
     depend on the block it was computed in, except on BLAS paths for very narrow matrices, avoided by padding short
-    blocks to ``min_cols``). Memory for full Market-1501: 165 MB of query features + the 214 MB distance matrix,
-    instead of 948 MB of features. Works in any update order; rows/columns follow the order of arrival.
+    blocks to ``min_cols``). Both are allocated once at the dataset's sizes: for full Market-1501 165 MB of query
+    features + the 214 MB distance matrix, instead of 948 MB of features. Works in any update order (gallery features
+    then wait until the queries are in); rows/columns follow the order of arrival.
     """
 
     def __init__(self, dataset: Any = None, *, block: int = 256, min_cols: int = 64,
                  store_dtype: Any = np.float32) -> None:
-        samples = list(getattr(dataset, "samples", None) or [])
-        self.expected_queries = sum(1 for s in samples if (s.info or {}).get("split") == "query") or None
+        splits = [(getattr(s, "info", None) or {}).get("split") for s in (getattr(dataset, "samples", None) or [])]
+        #: query / gallery counts of the dataset (None when unknown): buffers are allocated once at these sizes
+        self.expected_queries = splits.count("query") or None
+        self.expected_gallery = splits.count("gallery") or None
         self.block, self.min_cols, self.store_dtype = block, min_cols, np.dtype(store_dtype)
-        self._q: list[np.ndarray] = []
+        self._qbuf: np.ndarray | None = None  # (expected_queries, D) when the count is known, else rows in _qlist
+        self._qlist: list[np.ndarray] = []
+        self._Q: np.ndarray | None = None  # the float32 query matrix, fixed once the queries are final
         self._pending: list[np.ndarray] = []
-        self._columns: list[np.ndarray] = []
+        self._dist: np.ndarray | None = None  # (num_query, capacity) distance columns, ``_filled`` of them valid
+        self._filled = 0
         self.query_samples: list[Any] = []
         self.gallery_samples: list[Any] = []
         self.q_pids: list[int] = []
         self.q_camids: list[int] = []
         self.g_pids: list[int] = []
         self.g_camids: list[int] = []
-        self.distmat: np.ndarray | None = None
         self._queries_final = False
 
     # ------------------------------------------------------------------------------------------------ streaming
@@ -92,47 +97,64 @@ class PartFeatureAccumulator:
             if self._queries_final:
                 raise MetricInputError(f"re-ID: query {getattr(sample, 'key', sample)!r} arrived after the gallery "
                                        "distances were computed; all queries of the dataset were already counted")
-            self._q.append(f.astype(self.store_dtype))
+            n = len(self.q_pids)
+            if self.expected_queries is not None and n < self.expected_queries:
+                if self._qbuf is None:
+                    self._qbuf = np.empty((self.expected_queries, f.size), self.store_dtype)
+                self._qbuf[n] = f
+            else:
+                self._qlist.append(f.astype(self.store_dtype))
             self.query_samples.append(sample)
             self.q_pids.append(pid)
             self.q_camids.append(camid)
-            if self.expected_queries is not None and len(self._q) == self.expected_queries:
+            if self.expected_queries is not None and n + 1 == self.expected_queries:
                 self._queries_final = True
         else:
             self._pending.append(f)
             self.gallery_samples.append(sample)
             self.g_pids.append(pid)
             self.g_camids.append(camid)
-        self.distmat = None
         if self._queries_final and len(self._pending) >= self.block:
             self._flush()
 
     def _query_matrix(self) -> np.ndarray:
-        return np.stack(self._q).astype(np.float32, copy=False)
+        if self._Q is None:
+            rows = [] if self._qbuf is None else [self._qbuf[:min(len(self.q_pids), len(self._qbuf))]]
+            rows += [np.stack(self._qlist)] if self._qlist else []
+            q = rows[0] if len(rows) == 1 else np.concatenate(rows)
+            self._Q = np.ascontiguousarray(q, dtype=np.float32)
+            self._qbuf, self._qlist = None, []
+        return self._Q
 
     def _flush(self) -> None:
-        if not self._pending or not self._q:
+        if not self._pending or not self.q_pids:
             return
         g = np.stack(self._pending)
-        n = len(g)
-        if n < self.min_cols:  # keep the GEMM on the same code path as the guide's one big matrix product
-            g = np.concatenate([g, np.zeros((self.min_cols - n, g.shape[1]), np.float32)])
-        self._columns.append(reid.pairwise_distance(self._query_matrix(), g)[:, :n])
         self._pending = []
+        k = len(g)
+        if k < self.min_cols:  # keep the GEMM on the same code path as the guide's one big matrix product
+            g = np.concatenate([g, np.zeros((self.min_cols - k, g.shape[1]), np.float32)])
+        cols = reid.pairwise_distance(self._query_matrix(), g)[:, :k]
+        m = cols.shape[0]
+        if self._dist is None or self._filled + k > self._dist.shape[1]:  # first block, or more than listed
+            cap = max(self.expected_gallery or 0, self._filled + k, 2 * self._filled)
+            grown = np.empty((m, cap), np.float32)
+            if self._dist is not None:
+                grown[:, :self._filled] = self._dist[:, :self._filled]
+            self._dist = grown
+        self._dist[:, self._filled:self._filled + k] = cols
+        self._filled += k
 
     # ------------------------------------------------------------------------------------------------ results
     def distances(self) -> np.ndarray:
         """The (num_query, num_gallery) float32 squared Euclidean distance matrix of everything received."""
-        if self.distmat is None:
-            if not self._q or not self.gallery_samples:
-                raise MetricInputError(f"re-ID: need query and gallery features, got {len(self._q)} query and "
-                                       f"{len(self.gallery_samples)} gallery (a limit too small, or every image of "
-                                       "one split unreadable?)")
-            self._queries_final = True
-            self._flush()
-            self.distmat = np.concatenate(self._columns, axis=1) if len(self._columns) > 1 else self._columns[0]
-            self._columns = [self.distmat]
-        return self.distmat
+        if not self.q_pids or not self.gallery_samples:
+            raise MetricInputError(f"re-ID: need query and gallery features, got {len(self.q_pids)} query and "
+                                   f"{len(self.gallery_samples)} gallery (a limit too small, or every image of one "
+                                   "split unreadable?)")
+        self._queries_final = True
+        self._flush()
+        return self._dist[:, :self._filled]
 
     def compute(self) -> dict[str, float]:
         """CMC top-1/5/10, mAP (fractions), valid-query count and split sizes."""

@@ -12,6 +12,7 @@ import pytest
 
 from zooinfer import export, pipeline
 from zooinfer.backends import open_session
+from zooinfer.distributed import Ledger
 from zooinfer.datasets.base import ImageDataset, Sample
 from zooinfer.errors import ZooinferError
 from zooinfer.evaluation import Evaluation
@@ -136,6 +137,7 @@ def test_two_workers_equal_one_process(ray, tiny_ev_parts, single):
     assert [(r["shard"], r["samples"], r["first"], r["attempts"]) for r in res.workers] == \
            [(0, 4, "img0", 1), (1, 5, "img4", 1)]
     assert {r["cpus"] for r in res.workers} == {1} and {r["threads"] for r in res.workers} == {1}
+    assert {r["cores"] for r in res.workers} == {None}  # not pinned unless asked
     assert sum(r["n_done"] for r in res.workers) == 9
     # full predictions are kept for plots, in dataset order, and equal to the single-process ones
     assert [s.key for s, _ in res.kept] == [s.key for s, _ in single.kept] == ["img0", "img1", "img2", "img3"]
@@ -144,10 +146,25 @@ def test_two_workers_equal_one_process(ray, tiny_ev_parts, single):
     assert res.timer.items["infer"] == 9
 
 
-def test_limit_and_more_workers_than_samples(ray, tiny_ev_parts):
+def test_limit_more_workers_than_samples_and_pinning(ray, tiny_ev_parts, monkeypatch):
+    monkeypatch.setenv("ZOOINFER_PIN_CORES", "1")
     res = tiny_evaluation(tiny_ev_parts, 4, limit=3).evaluate()
     assert res.n_samples == 3 and res.accumulator.keys == ["img0", "img1", "img2"]
     assert [r["samples"] for r in res.workers] == [1, 1, 1]  # shard 0 of 4 is empty: no task for it
+    allowed = os.sched_getaffinity(0)
+    for r in res.workers:  # 1 CPU per task: each ran on one core of its own
+        assert r["cpus"] == 1 and r["cores"] is not None and int(r["cores"]) in allowed
+    assert os.sched_getaffinity(0) == allowed
+
+
+def test_ledger_hands_out_disjoint_core_blocks():
+    led = Ledger()
+    assert [led.claim("n1", 2), led.claim("n1", 2), led.claim("n1", 2), led.claim("n2", 2)] == [0, 1, None, 0]
+    led.release("n1", 0)
+    assert led.claim("n1", 2) == 0
+    assert [led.started(3, "a"), led.started(3, "b")] == [1, 2]
+    led.failed(3, 1, "boom")
+    assert led.summary() == ({3: ["a", "b"]}, {3: {1: "boom"}})
 
 
 def test_a_dying_and_a_raising_worker_are_retried_once(ray, tiny_ev_parts, single, faults):

@@ -2,7 +2,7 @@
 
 The dataset (after ``limit``) is cut into ``workers`` deterministic contiguous shards (``ImageDataset.shard``). Each
 shard is one Ray task that runs the normal :func:`zooinfer.pipeline.run` (same recipe, same backend settings, its own
-backend session with threads = the task's CPUs, pinned to its own cores) and sends back compact ``(sample index,
+backend session with threads = the task's CPUs, on its own cores when ``ZOOINFER_PIN_CORES=1``) and sends back compact ``(sample index,
 prediction)`` pairs (``recipe.compact``: e.g. top-5 classes instead of logits), its stage timings and skipped images,
 never images. The driver feeds the pairs in dataset order into one fresh ``recipe.new_accumulator`` and computes the
 metric once, so the metrics equal a single-process run's.
@@ -34,6 +34,9 @@ MAX_RETRIES = 2
 GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "torch-cuda")
 #: Ray's resource name for Ascend NPUs (Ray sets ASCEND_RT_VISIBLE_DEVICES, so the task's device is 0)
 NPU_RESOURCE = "NPU"
+#: environment variable: 1 pins each CPU task to its own block of its node's cores (default: the OS places them;
+#: on a shared machine pinning was slower, see docs/scale-out.md)
+PIN_ENV = "ZOOINFER_PIN_CORES"
 INSTALL_HINT = 'pip install "zooinfer[ray]" (in a checkout: pip install -e ".[ray]")'
 
 
@@ -80,7 +83,7 @@ class ShardSpec:
     cpus: int
     device_id: int
     keep: int
-    pin: bool = True
+    pin: bool = False  # pin the task to its own cores (see PIN_ENV)
     onnx_blob: list = field(default_factory=list)  # [ObjectRef of the ONNX bytes] for nodes that cannot see the file
 
 
@@ -289,6 +292,7 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
         blob = []
         if onnx_backend and ev.ray_address:  # other nodes may not see the driver's ONNX cache: ship it once
             blob = [ray.put(Path(ev.onnx_path).read_bytes())]
+        pin = os.environ.get(PIN_ENV, "0").lower() not in ("", "0", "false", "no")
         specs = []
         for i in range(n_shards):
             shard = data.shard(i, n_shards)
@@ -297,7 +301,7 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
                     index=i, count=n_shards, first=len(data) * i // n_shards, shard=shard, recipe=ev.recipe,
                     backend=ev.backend, bs=ev.bs, onnx_path=ev.onnx_path, weights=ev.weights, om_path=ev.om_path,
                     fp16=ev.fp16, threads=ev.threads, prep_threads=ev.prep_threads, cpus=task_res["num_cpus"],
-                    device_id=ev.device_id, keep=ev.keep, onnx_blob=blob))
+                    device_id=ev.device_id, keep=ev.keep, pin=pin, onnx_blob=blob))
         task = ray.remote(run_shard).options(max_retries=MAX_RETRIES, retry_exceptions=True, **task_res)
         t_start = time.perf_counter()
         refs = {task.remote(spec, ledger): spec for spec in specs}

@@ -85,7 +85,7 @@ RECIPE = Recipe(
     checkpoint_md5=None,  # not published anywhere in the guide or the repository
     published=Published(
         accuracy={"AP": 0.230},
-        source="open-source figure (官网pth精度) = the MLPerf Training v0.7 SSD quality target, 23.0% mAP",
+        source="open-source figure (the guide's 'official pth accuracy') = the MLPerf Training v0.7 SSD quality target, 23.0% mAP",
         other=(
             ("Ascend 310 offline, guide revision 2022-08", {"AP": 0.2303}),
             ("current guide, bs1 and bs16 ('map = 23%')", {"AP": 0.23}),
@@ -100,7 +100,7 @@ RECIPE = Recipe(
                     {1: 711.356, 4: 825.516, 8: 849.156, 16: 862.468, 32: 812.836, 64: 810.368}),
             PerfRow("Ascend 310P", f"{_GUIDE} revision 2022-08 (4d7c442e)",
                     {1: 925.091, 4: 1302.783, 8: 1406.351, 16: 1358.895, 32: 1370.644, 64: 914.474}),
-            PerfRow("performance baseline (性能基准)", f"{_GUIDE} revision 2022-08 (4d7c442e)",
+            PerfRow("performance baseline (the guide's reference figure)", f"{_GUIDE} revision 2022-08 (4d7c442e)",
                     {1: 482.627, 4: 482.627, 8: 482.627, 16: 482.627, 32: 482.627, 64: 482.627}),
             PerfRow("Ascend 310", "sibling folder SSDResNet34 README",
                     {1: 713.083, 4: 826.167, 8: 850.62, 16: 865.9, 32: 816.6, 64: 820.024}),

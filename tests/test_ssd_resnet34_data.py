@@ -245,3 +245,43 @@ def test_missing_image_is_skipped_counted_and_reported(tmp_path, sample_root):
     assert res.metrics["n_images_missing"] == 1 and res.metrics["n_images"] == 6
     assert res.metrics["n_detections"] == 0 and res.metrics["AP"] == 0.0
     assert any("1 of 7 images were not predicted" in str(w.message) for w in caught)
+
+
+# ------------------------------------------------------------------------------------------------ Ascend files
+class InputDerivedSession:
+    """Outputs computed from the input pixels (so a sample's outputs can be recomputed from its .bin file)."""
+
+    name, device, input_shape = "derived", "cpu", None
+
+    @staticmethod
+    def outputs(x: np.ndarray) -> list[np.ndarray]:
+        flat = x.reshape(-1)
+        return [np.resize(flat, 4 * 8732).reshape(4, 8732) * np.float32(0.5),
+                np.resize(flat[::-1], 81 * 8732).reshape(81, 8732) * np.float32(3.0)]
+
+    def run(self, batch):
+        outs = [self.outputs(x) for x in batch]
+        return [np.stack([o[k] for o in outs]) for k in range(2)]
+
+
+def test_ascend_bins_round_trip(tmp_path):
+    """Inputs as the guide writes them (``<file_name stem>.bin``, raw float32 3x300x300), results as ais_bench
+    writes them (``<stem>_0.bin`` = ploc 4x8732, ``<stem>_1.bin`` = plabel 81x8732): the same detections and
+    metrics as running the session directly."""
+    from zooinfer.backends.bins import OutputReader
+
+    ds = R.open_dataset(None)
+    result_dir = tmp_path / "result"
+    result_dir.mkdir()
+    for s in ds:
+        x, _ = R.preprocess(s.path)
+        x.tofile(tmp_path / f"{s.key}.bin")
+        back = np.fromfile(tmp_path / f"{s.key}.bin", dtype=np.float32).reshape(3, 300, 300)
+        for k, o in enumerate(InputDerivedSession.outputs(back)):
+            o.astype(np.float32).tofile(result_dir / f"{s.key}_{k}.bin")
+    live = pipeline.run(R, ds, InputDerivedSession(), bs=3, progress=False, keep=7)
+    files = pipeline.run(R, ds, OutputReader(result_dir, [(4, 8732), (81, 8732)]), progress=False, keep=7)
+    assert files.n_done == live.n_done == 7
+    assert [p for _, p in files.kept] == [p for _, p in live.kept]
+    assert sum(len(p) for _, p in live.kept) > 0
+    assert files.metrics == live.metrics

@@ -12,7 +12,7 @@ import pytest
 
 from zooinfer import export, pipeline
 from zooinfer.backends import open_session
-from zooinfer.distributed import Ledger
+from zooinfer.distributed import Ledger, cpus_per_task
 from zooinfer.datasets.base import ImageDataset, Sample
 from zooinfer.errors import ZooinferError
 from zooinfer.evaluation import Evaluation
@@ -155,6 +155,12 @@ def test_limit_more_workers_than_samples_and_pinning(ray, tiny_ev_parts, monkeyp
     for r in res.workers:  # 1 CPU per task: each ran on one core of its own
         assert r["cpus"] == 1 and r["cores"] is not None and int(r["cores"]) in allowed
     assert os.sched_getaffinity(0) == allowed
+
+
+def test_cpus_per_task_fit_the_nodes():
+    assert cpus_per_task([2], 2) == 1 and cpus_per_task([2], 1) == 2 and cpus_per_task([2], 5) == 1
+    assert cpus_per_task([16, 16], 3) == 8  # 32 // 3 = 10 would fit one task per node only
+    assert cpus_per_task([16, 16], 2) == 16 and cpus_per_task([4, 2], 3) == 2
 
 
 def test_ledger_hands_out_disjoint_core_blocks():

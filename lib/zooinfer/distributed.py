@@ -94,10 +94,18 @@ class Ledger:
         self.attempts: dict[int, list[str]] = {}
         self.errors: dict[int, dict[int, str]] = {}
         self.claimed: dict[str, set[int]] = {}
+        self.done: dict[int, int] = {}
 
     def started(self, shard: int, where: str) -> int:
         self.attempts.setdefault(shard, []).append(where)
+        self.done[shard] = 0
         return len(self.attempts[shard])
+
+    def progress(self, shard: int, n: int) -> None:
+        self.done[shard] = n
+
+    def progress_total(self) -> int:
+        return sum(self.done.values())
 
     def failed(self, shard: int, attempt: int, reason: str) -> None:
         self.errors.setdefault(shard, {})[attempt] = reason
@@ -117,15 +125,20 @@ class Ledger:
 
 
 class Collector:
-    """The workers' accumulator: keeps ``(dataset index, compact prediction)`` pairs in the order they arrive."""
+    """The workers' accumulator: keeps ``(dataset index, compact prediction)`` pairs in the order they arrive, and
+    calls ``report(count)`` at most every ``every`` seconds (progress for the driver's bar)."""
 
-    def __init__(self, shard: ImageDataset, first: int, compact) -> None:
+    def __init__(self, shard: ImageDataset, first: int, compact, report=None, every: float = 1.0) -> None:
         self.index = {s.key: first + i for i, s in enumerate(shard)}
         self.compact = compact
         self.pairs: list[tuple[int, Any]] = []
+        self.report, self.every, self.last = report, every, time.monotonic()
 
     def update(self, sample, prediction) -> None:
         self.pairs.append((self.index[sample.key], prediction if self.compact is None else self.compact(prediction)))
+        if self.report is not None and time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self.report(len(self.pairs))
 
     def compute(self) -> dict[str, float]:
         return {}
@@ -201,7 +214,8 @@ def run_shard(spec: ShardSpec, ledger) -> dict:
         t0 = time.perf_counter()
         session = _open_session(spec, ray, threads)
         t1 = time.perf_counter()
-        collector = Collector(spec.shard, spec.first, spec.recipe.compact)
+        collector = Collector(spec.shard, spec.first, spec.recipe.compact,
+                              report=lambda n: ledger.progress.remote(spec.index, n))
         res = pipeline.run(spec.recipe, spec.shard, session, bs=spec.bs, accumulator=collector,
                            workers=spec.prep_threads or max(1, min(8, spec.cpus // 4)), progress=False,
                            keep=spec.keep)
@@ -232,9 +246,18 @@ def _init_ray(ray, address: str | None) -> bool:
     return True
 
 
-def _task_resources(ev, total: dict, n_shards: int) -> dict:
+def cpus_per_task(node_cpus: list[int], n_tasks: int) -> int:
+    """The most CPUs per task such that ``n_tasks`` tasks fit on the nodes at once (a task cannot span nodes):
+    2 nodes x 16 CPUs, 3 tasks -> 8 (not 32 // 3 = 10, which fits only one task per node). At least 1."""
+    c = max(1, sum(node_cpus) // max(n_tasks, 1))
+    while c > 1 and sum(n // c for n in node_cpus) < n_tasks:
+        c -= 1
+    return c
+
+
+def _task_resources(ev, total: dict, node_cpus: list[int], n_shards: int) -> dict:
     """Ray resources of one shard task: the cluster's CPUs shared out, plus one GPU/NPU (or a share of them)."""
-    res: dict[str, Any] = {"num_cpus": max(1, int(total.get("CPU", 1)) // n_shards)}
+    res: dict[str, Any] = {"num_cpus": cpus_per_task(node_cpus or [int(total.get("CPU", 1))], n_shards)}
     kind = "GPU" if ev.backend in GPU_BACKENDS else NPU_RESOURCE if ev.backend == "acl" else None
     if kind is not None:
         have = float(total.get(kind, 0))
@@ -287,7 +310,8 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
     init_s = time.perf_counter() - t_init
     ledger = None
     try:
-        task_res = _task_resources(ev, ray.cluster_resources(), n_shards)
+        node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        task_res = _task_resources(ev, ray.cluster_resources(), node_cpus, n_shards)
         ledger = ray.remote(num_cpus=0)(Ledger).remote()
         blob = []
         if onnx_backend and ev.ray_address:  # other nodes may not see the driver's ONNX cache: ship it once
@@ -310,7 +334,11 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
         pending = list(refs)
         try:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+                done, pending = ray.wait(pending, num_returns=1, timeout=None if bar is None else 1.0)
+                if not done:
+                    bar.n = min(len(data), ray.get(ledger.progress_total.remote()))
+                    bar.refresh()
+                    continue
                 spec = refs[done[0]]
                 try:
                     outs[spec.index] = ray.get(done[0])
@@ -319,10 +347,10 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
                         ray.cancel(ref, force=True)
                     attempts, errors = ray.get(ledger.summary.remote())
                     raise _failure(spec, e, attempts.get(spec.index, []), errors.get(spec.index, {})) from None
-                if bar is not None:
-                    bar.update(len(spec.shard))
+                ledger.progress.remote(spec.index, len(spec.shard))  # skipped images count as done
         finally:
             if bar is not None:
+                bar.n = len(data) if not pending else bar.n
                 bar.close()
         attempts, errors = ray.get(ledger.summary.remote())
         result = _merge(ev, data, specs, outs, attempts, errors, t_start)

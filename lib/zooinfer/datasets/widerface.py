@@ -1,0 +1,234 @@
+"""WIDER FACE val in its official layout, the PyramidBox guide's preprocessing, and the embedded sample.
+
+``data_root``::
+
+    WIDER_val/images/<event>/<image>.jpg           61 events, 3,226 images (e.g. 0--Parade/0_Parade_marchingband_1_20.jpg)
+    eval_tools/ground_truth/wider_face_val.mat     the official eval_tools ground truth (event_list, file_list,
+    eval_tools/ground_truth/wider_{easy,medium,hard}_val.mat    face_bbx_list; gt_list per setting)
+
+(``ground_truth/`` or the guide's ``evaluate/ground_truth/`` directly under the root are accepted too.)
+
+Samples are the images the ground truth lists (events sorted, names sorted inside an event: the guide's order), so
+an image missing or unreadable on disk is skipped and counted by the pipeline and its faces still count as missed.
+Files on disk that the ground truth does not list (an extra event folder, a stray image) are not evaluated; they are
+reported in ``dataset.rejected``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DatasetError
+from .base import ImageDataset, Sample, require_dir
+from .samples import ensure, skimage_path
+
+LAYOUT = """  <data_root>/WIDER_val/images/<event>/<image>.jpg               (61 events, 3,226 images)
+  <data_root>/eval_tools/ground_truth/wider_face_val.mat          (official eval_tools ground truth; also accepted
+  <data_root>/eval_tools/ground_truth/wider_easy_val.mat           under <data_root>/ground_truth/ or
+  <data_root>/eval_tools/ground_truth/wider_medium_val.mat         <data_root>/evaluate/ground_truth/)
+  <data_root>/eval_tools/ground_truth/wider_hard_val.mat"""
+#: folders (relative to the root) searched, in order, for the four official .mat files
+GT_DIRS = ("eval_tools/ground_truth", "ground_truth", "evaluate/ground_truth")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+
+#: the guide's letterbox canvas (pyramidbox_preprocess.py ``process_image(img, 1000)``)
+CANVAS = 1000
+#: per-channel means subtracted from R, G, B (cfg.img_mean is B 104, G 117, R 123; the guide subtracts in BGR and
+#: reorders back to RGB)
+MEAN_RGB = np.array([123.0, 117.0, 104.0], dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ reader
+def find_gt_dir(root: Path) -> Path:
+    """The first of ``GT_DIRS`` under ``root`` holding the four .mat files (DatasetError listing what is missing)."""
+    from ..metrics.widerface import GT_FILES
+
+    tried = []
+    for rel in GT_DIRS:
+        d = root / rel
+        missing = [f for f in GT_FILES.values() if not (d / f).is_file()]
+        if not missing:
+            return d
+        if d.is_dir():
+            tried.append(f"{d} (missing {', '.join(missing)})")
+    where = "; ".join(tried) if tried else "none of " + ", ".join(str(root / r) for r in GT_DIRS) + " exists"
+    raise DatasetError(f"WIDER FACE ground truth not found under {root}: {where}\nExpected layout:\n{LAYOUT}")
+
+
+def open_widerface_val(data_root: str | os.PathLike) -> ImageDataset:
+    """WIDER FACE val as the PyramidBox guide evaluates it.
+
+    Samples: every image of the ground truth, events in sorted order, names sorted within an event (key = image
+    name, ``info['event']``). ``extra``: ``gt_dir`` (folder of the four .mat files) and ``ground_truth`` (the loaded
+    ``metrics.widerface.GroundTruth``). ``rejected``: image files on disk the ground truth does not list.
+    """
+    from ..metrics.widerface import load_ground_truth
+
+    root = require_dir(Path(data_root), "WIDER FACE data root", LAYOUT)
+    image_dir = require_dir(root / "WIDER_val" / "images", "WIDER FACE val image folder", LAYOUT)
+    gt_dir = find_gt_dir(root)
+    gt = load_ground_truth(gt_dir)
+    by_event: dict[str, list[str]] = {}
+    for event, name in gt.images:
+        by_event.setdefault(event, []).append(name)
+    samples = [Sample(name, str(image_dir / event / f"{name}.jpg"), (event, name), {"event": event})
+               for event in sorted(by_event) for name in sorted(by_event[event])]
+    rejected = []
+    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
+        if not entry.is_dir():
+            continue
+        for f in sorted(os.scandir(entry.path), key=lambda e: e.name):
+            if not f.name.lower().endswith(IMAGE_EXTS):
+                continue
+            if entry.name not in by_event:
+                rejected.append((f.path, f"event folder {entry.name!r} is not in the ground truth ({gt_dir})"))
+            elif (entry.name, os.path.splitext(f.name)[0]) not in gt.index or not f.name.endswith(".jpg"):
+                rejected.append((f.path, f"image is not in the ground truth of event {entry.name!r}"))
+    if not samples:
+        raise DatasetError(f"{gt_dir}: the ground truth lists no image; nothing to evaluate")
+    return ImageDataset("widerface-val", root, samples, extra={"gt_dir": str(gt_dir), "ground_truth": gt},
+                        rejected=rejected)
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """The guide's decode: PIL, 'L' -> 'RGB', ``np.array`` -> (H, W, 3) uint8 RGB (EXIF orientation not applied).
+
+    The guide converts only 'L'; other non-RGB modes (never met in WIDER val) are converted to RGB here too, where
+    the guide would feed the raw channels (RGBA: the same result; palette or CMYK: garbage)."""
+    with Image.open(path) as im:
+        img = im.convert("RGB") if im.mode != "RGB" else im.copy()
+    return np.asarray(img)
+
+
+def letterbox(img: np.ndarray, canvas: int = CANVAS) -> np.ndarray:
+    """``process_image``: scale the long side to ``canvas`` with ``int(side / (max(w, h) / canvas))`` (may give
+    canvas - 1, e.g. 683 -> 999), OpenCV INTER_LINEAR on the uint8 image, zero padding at the bottom and right."""
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = max(w, h) / float(canvas)
+    new_w, new_h = int(w / scale), int(h / scale)
+    if new_w < 1 or new_h < 1:
+        raise ValueError(f"image of {w}x{h} pixels is too thin to letterbox into {canvas}x{canvas}")
+    resized = cv2.resize(img, (new_w, new_h))
+    return cv2.copyMakeBorder(resized, 0, canvas - new_h, 0, canvas - new_w, cv2.BORDER_CONSTANT, value=[0, 0, 0])
+
+
+def to_input(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 RGB minus (123, 117, 104), unscaled: the guide's ``to_chw_bgr``,
+    ``-= img_mean`` (BGR) and ``[[2, 1, 0]]`` (back to RGB) give exactly these values."""
+    x = np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32)
+    x -= MEAN_RGB[:, None, None]
+    return x
+
+
+def preprocess_pyramidbox(path: str | os.PathLike, canvas: int = CANVAS) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    """``pyramidbox_preprocess.py`` for one image: the two inputs the guide writes, original and flipped.
+
+    Returns ((original, flipped), meta): two (3, canvas, canvas) float32 arrays (the flip is done on the
+    full-resolution image, before the letterbox: ``cv2.flip(img, 1)``), and meta = event (parent folder), name (file
+    stem), height and width of the decoded image, canvas."""
+    import cv2
+
+    img = read_rgb(path)
+    h, w = img.shape[:2]
+    views = (to_input(letterbox(img, canvas)), to_input(letterbox(cv2.flip(img, 1), canvas)))
+    p = Path(path)
+    return views, {"event": p.parent.name, "name": p.name.split(".")[0], "height": h, "width": w, "canvas": canvas}
+
+
+# ------------------------------------------------------------------------------------------------ embedded sample
+#: (event, image name, builder key) of the sample images; boxes x y w h placed by eye on the pictures
+SAMPLE_IMAGES = (
+    ("0--Parade", "0_Parade_marchingband_1_5", "astronaut_landscape"),  # 1024x768 RGB: two faces, two scales
+    ("0--Parade", "0_Parade_Parade_0_43", "astronaut"),  # 512x512 RGB
+    ("12--Group", "12_Group_Group_12_Group_Group_12_10", "lfw_group"),  # 683x456 grayscale 'L' (999-wide letterbox)
+    ("9--Press_Conference", "9_Press_Conference_Press_Conference_9_3", "camera_portrait"),  # 320x512 portrait
+)
+#: an image in an event folder the sample's ground truth does not have (reported in ``dataset.rejected``)
+SAMPLE_STRAY = ("13--Interview", "13_Interview_Interview_On_Location_13_3")
+ASTRONAUT_FACE = (184.0, 66.0, 90.0, 108.0)
+CAMERA_FACE = (178.0, 95.0, 78.0, 102.0)
+#: LFW mosaic rows: (top y, face size, count, x pitch); faces start at x = 20
+LFW_ROWS = ((20, 100, 4, 170), (150, 56, 7, 92), (240, 30, 12, 54), (300, 14, 16, 40), (340, 80, 5, 130))
+#: setting membership by face height in pixels (easy: large faces, medium: not tiny, hard: every face)
+SETTING_MIN_SIZE = {"easy": 50.0, "medium": 20.0, "hard": 0.0}
+
+
+def _astronaut() -> tuple[Image.Image, list]:
+    with Image.open(skimage_path("astronaut.png")) as im:
+        return im.convert("RGB"), [ASTRONAUT_FACE]
+
+
+def _astronaut_landscape() -> tuple[Image.Image, list]:
+    pic, _ = _astronaut()
+    canvas = np.zeros((768, 1024, 3), dtype=np.uint8)
+    canvas[:] = np.linspace(90, 170, 1024, dtype=np.float64).astype(np.uint8)[None, :, None]
+    canvas[:, :768] = np.asarray(pic.resize((768, 768), Image.BILINEAR))
+    canvas[256:512, 768:1024] = np.asarray(pic.resize((256, 256), Image.BILINEAR))
+    x, y, w, h = ASTRONAUT_FACE
+    return Image.fromarray(canvas), [(x * 1.5, y * 1.5, w * 1.5, h * 1.5), (768 + x / 2, 256 + y / 2, w / 2, h / 2)]
+
+
+def _lfw_group() -> tuple[Image.Image, list]:
+    import cv2
+
+    faces = np.load(skimage_path("lfw_subset.npy"))  # (200, 25, 25) float in [0, 1], tight face crops
+    grad = np.linspace(70, 150, 456, dtype=np.float64)[:, None] + np.linspace(0, 40, 683)[None, :]
+    canvas = grad.astype(np.uint8)
+    boxes, k = [], 0
+    for top, size, count, pitch in LFW_ROWS:
+        for i in range(count):
+            x = 20 + i * pitch
+            tile = cv2.resize(faces[k].astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+            canvas[top:top + size, x:x + size] = np.clip(tile * 255.0, 0, 255).astype(np.uint8)
+            boxes.append((float(x), float(top), float(size), float(size)))
+            k += 1
+    return Image.fromarray(canvas, mode="L"), boxes
+
+
+def _camera_portrait() -> tuple[Image.Image, list]:
+    with Image.open(skimage_path("camera.png")) as im:
+        pic = np.asarray(im.convert("L"))[:, 100:420]
+    x, y, w, h = CAMERA_FACE
+    return Image.fromarray(np.stack([pic] * 3, axis=-1)), [(x - 100, y, w, h)]
+
+
+_BUILDERS = {"astronaut": _astronaut, "astronaut_landscape": _astronaut_landscape, "lfw_group": _lfw_group,
+             "camera_portrait": _camera_portrait}
+
+
+def build_widerface_sample(root: Path) -> None:
+    """Write the embedded sample in the real layout: ``WIDER_val/images/<event>/<name>.jpg``, the four official
+    .mat files in ``eval_tools/ground_truth/`` (written by ``metrics.widerface.write_ground_truth``; events sorted)
+    and ``wider_face_split/wider_face_val.mat``, plus one stray image in an event folder the ground truth lacks."""
+    from ..metrics.widerface import GT_FILES, write_ground_truth
+
+    entries: dict[str, dict] = {}
+    for event, name, key in SAMPLE_IMAGES:
+        img, boxes = _BUILDERS[key]()
+        folder = root / "WIDER_val" / "images" / event
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"{name}.jpg", format="JPEG", quality=92)
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        spec = {"boxes": b}
+        for s, lo in SETTING_MIN_SIZE.items():
+            spec[s] = np.flatnonzero(b[:, 3] >= lo)
+        entries.setdefault(event, {})[name] = spec
+    write_ground_truth(root / "eval_tools" / "ground_truth", entries)
+    split = root / "wider_face_split"
+    split.mkdir(parents=True)
+    (split / GT_FILES["all"]).write_bytes((root / "eval_tools" / "ground_truth" / GT_FILES["all"]).read_bytes())
+    stray = root / "WIDER_val" / "images" / SAMPLE_STRAY[0]
+    stray.mkdir(parents=True)
+    with Image.open(skimage_path("chelsea.png")) as im:
+        im.convert("RGB").save(stray / f"{SAMPLE_STRAY[1]}.jpg", format="JPEG", quality=90)
+
+
+def widerface_sample_root() -> Path:
+    """Root of the embedded WIDER FACE val-layout sample (built on first use)."""
+    return ensure("widerface-val", build_widerface_sample)

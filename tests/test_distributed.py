@@ -196,6 +196,15 @@ def test_a_shard_that_always_fails_names_its_samples(ray, tiny_ev_parts, faults,
     assert ev.result is None and not (tmp_path / "out").exists()
 
 
+def test_a_data_root_the_workers_cannot_see_is_named(ray, tiny_ev_parts, tmp_path):
+    ev = tiny_evaluation(tiny_ev_parts, 2)
+    gone = tmp_path / "not-mounted"
+    ev.dataset = replace(ev.dataset, root=gone, samples=[replace(s, path=str(gone / Path(s.path).name))
+                                                          for s in ev.dataset])
+    with pytest.raises(ZooinferError, match=f"data root {gone} is not visible on node .*same path"):
+        ev.evaluate()
+
+
 def test_dpn131_two_workers_equal_one_process(ray):
     """The embedded ImageNet sample: labels re-chosen from the single-process logits so that the ranks are
     0,1,2,3,4,miss,0,1,2,miss (synthetic weights otherwise miss everything): top-k = 2,4,6,7,8 of 10."""

@@ -201,6 +201,19 @@ def _open_session(spec: ShardSpec, ray, threads: int):
     return open_session(spec.backend, onnx_path=path, threads=threads, fp16=spec.fp16, device_id=device)
 
 
+def _check_visible(spec: ShardSpec) -> None:
+    """Files every node must see at the driver's paths (else the pipeline would skip every image as unreadable)."""
+    need = [("data root", str(spec.shard.root))]
+    if spec.backend in ("torch", "torch-cuda") and spec.weights:
+        need.append(("checkpoint", spec.weights))
+    if spec.backend == "acl":
+        need.append(("OM file", spec.om_path))
+    for what, path in need:
+        if not Path(path).exists():
+            raise ZooinferError(f"the {what} {path} is not visible on node {socket.gethostname()}: every node must "
+                                "see it at the same path as the driver (shared storage; docs/scale-out.md)")
+
+
 def run_shard(spec: ShardSpec, ledger) -> dict:
     """One Ray task: the pipeline over one shard. Returns compact predictions, timings, skips (never images)."""
     import ray
@@ -209,6 +222,7 @@ def run_shard(spec: ShardSpec, ledger) -> dict:
     attempt = ray.get(ledger.started.remote(spec.index, where))
     pinned = None
     try:
+        _check_visible(spec)
         pinned = _pin(ray, ledger, spec.cpus) if spec.pin else None
         threads = spec.threads or spec.cpus
         t0 = time.perf_counter()

@@ -193,7 +193,9 @@ def upstream_files(tmp_path_factory):
         sys.path.remove(str(src))
         for mod in [m for m in sys.modules if m.split(".")[0] in ("reid", "torchvision")]:
             del sys.modules[mod]
-    return {"files": files, "x": x, "expected": expected, "state": state}
+    yield {"files": files, "x": x, "expected": expected, "state": state}
+    for f in files.values():  # 4 x 109 MB: do not leave them in pytest's kept temporary folders
+        f.unlink(missing_ok=True)
 
 
 def test_network_matches_the_spec():

@@ -236,7 +236,8 @@ SSD300_COCO = dict(fig_size=300, feat_size=(38, 19, 10, 5, 3, 1), steps=(8, 16, 
 
 
 @lru_cache(maxsize=8)
-def _ssd_default_boxes(fig_size: int, feat_size: tuple, steps: tuple, scales: tuple, aspect_ratios: tuple) -> np.ndarray:
+def _ssd_default_boxes(fig_size: int, feat_size: tuple, steps: tuple, scales: tuple,
+                       aspect_ratios: tuple) -> np.ndarray:
     blocks = []
     for idx, sfeat in enumerate(feat_size):
         fk = fig_size / steps[idx]

@@ -85,7 +85,8 @@ RECIPE = Recipe(
     checkpoint_md5=None,  # not published anywhere in the guide or the repository
     published=Published(
         accuracy={"AP": 0.230},
-        source="open-source figure (the guide's 'official pth accuracy') = the MLPerf Training v0.7 SSD quality target, 23.0% mAP",
+        source="open-source figure (the guide's 'official pth accuracy') = the MLPerf Training v0.7 SSD quality "
+               "target, 23.0% mAP",
         other=(
             ("Ascend 310 offline, guide revision 2022-08", {"AP": 0.2303}),
             ("current guide, bs1 and bs16 ('map = 23%')", {"AP": 0.23}),

@@ -24,6 +24,10 @@ from .synthetic import init_synthetic
 INPUT_SIZE, PLANES, NUM_LEVELS, NUM_SCALES, NUM_CLASSES = 512, 256, 8, 6, 81
 BASE_OUT = (22, 34)  # taps: after ReLU of conv4_3 (512 x 64 x 64) and after ReLU of conv7 (1024 x 32 x 32)
 NUM_ANCHORS = 6  # per location: (s, s), (s', s'), ratio 2 (two), ratio 3 (two)
+#: synthetic weights only: factor on the ``conf`` head weights. Plain variance-preserving weights give near-uniform
+#: probabilities (max ~0.03 < the 0.1 score threshold: no detections at all); x4 gives a few hundred to a few thousand
+#: candidates per image, so the embedded run exercises soft-NMS, the metric and the drawings.
+SYNTHETIC_CONF_GAIN = 4.0
 #: VGG16 with ceil-mode pool3 ("C"); pool5, dilated conv6 and conv7 follow (SSD's "reduced fc")
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
 
@@ -150,6 +154,9 @@ def build(weights: str | None = None) -> M2Det:
     model = M2Det()
     if weights is None:
         init_synthetic(model)
+        with torch.no_grad():  # spread the class logits so that some probabilities pass the 0.1 threshold
+            for conv in model.conf:
+                conv.weight.mul_(SYNTHETIC_CONF_GAIN)
     else:
         load_weights(model, read_checkpoint(weights), what=f"checkpoint {weights}")
     return model.eval()

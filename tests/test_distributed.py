@@ -12,7 +12,7 @@ import pytest
 
 from zooinfer import export, pipeline
 from zooinfer.backends import open_session
-from zooinfer.distributed import Ledger, cpus_per_task
+from zooinfer.distributed import Ledger, ShardSpec, _local_onnx, cpus_per_task, ship_file
 from zooinfer.datasets.base import ImageDataset, Sample
 from zooinfer.errors import ZooinferError
 from zooinfer.evaluation import Evaluation
@@ -203,6 +203,19 @@ def test_a_data_root_the_workers_cannot_see_is_named(ray, tiny_ev_parts, tmp_pat
                                                           for s in ev.dataset])
     with pytest.raises(ZooinferError, match=f"data root {gone} is not visible on node .*same path"):
         ev.evaluate()
+
+
+def test_a_node_without_the_onnx_file_gets_it_from_the_object_store(ray, tiny_ev_parts, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOOINFER_CACHE", str(tmp_path / "cache"))
+    ds, _, onnx_path = tiny_ev_parts
+    blob = ship_file(ray, onnx_path)
+    spec = ShardSpec(index=0, count=1, first=0, shard=ds, recipe=tiny_recipe(), backend="onnxruntime", bs=2,
+                     onnx_path=str(tmp_path / "elsewhere" / "tiny.onnx"), weights=None, om_path=None, fp16=False,
+                     threads=1, prep_threads=1, cpus=1, device_id=0, keep=0, onnx_blob=blob)
+    local = Path(_local_onnx(spec, ray))
+    assert local.parent == tmp_path / "cache" / "onnx" / "shipped" and local.name.startswith("tiny-")
+    assert local.read_bytes() == Path(onnx_path).read_bytes()
+    assert _local_onnx(replace(spec, onnx_path=onnx_path), ray) == onnx_path  # visible: used as is
 
 
 def test_dpn131_two_workers_equal_one_process(ray):

@@ -84,7 +84,8 @@ class ShardSpec:
     device_id: int
     keep: int
     pin: bool = False  # pin the task to its own cores (see PIN_ENV)
-    onnx_blob: list = field(default_factory=list)  # [ObjectRef of the ONNX bytes] for nodes that cannot see the file
+    #: (file name, ObjectRef of the ONNX bytes) for nodes that cannot see ``onnx_path``; empty: not shipped
+    onnx_blob: tuple = ()
 
 
 class Ledger:
@@ -168,11 +169,12 @@ def _local_onnx(spec: ShardSpec, ray) -> str:
         return spec.onnx_path
     from .export import cache_dir
 
-    local = cache_dir() / Path(spec.onnx_path).name
+    name, ref = spec.onnx_blob
+    local = cache_dir() / "shipped" / name
     if not local.is_file():
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(ray.get(spec.onnx_blob[0]))
+        tmp.write_bytes(ray.get(ref))
         os.replace(tmp, local)
     return str(local)
 
@@ -287,6 +289,15 @@ def _task_resources(ev, total: dict, node_cpus: list[int], n_shards: int) -> dic
     return res
 
 
+def ship_file(ray, path: str) -> tuple[str, Any]:
+    """(content-addressed file name, ObjectRef of the bytes): what a task needs to recreate ``path`` on its node."""
+    import hashlib
+
+    data = Path(path).read_bytes()
+    p = Path(path)
+    return f"{p.stem}-{hashlib.md5(data).hexdigest()[:12]}{p.suffix}", ray.put(data)
+
+
 def _failure(spec: ShardSpec, error: Exception, attempts: list[str], errors: dict[int, str]) -> ZooinferError:
     keys = [s.key for s in spec.shard]
     tried = max(len(attempts), 1)
@@ -327,9 +338,9 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
         node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
         task_res = _task_resources(ev, ray.cluster_resources(), node_cpus, n_shards)
         ledger = ray.remote(num_cpus=0)(Ledger).remote()
-        blob = []
+        blob: tuple = ()
         if onnx_backend and ev.ray_address:  # other nodes may not see the driver's ONNX cache: ship it once
-            blob = [ray.put(Path(ev.onnx_path).read_bytes())]
+            blob = ship_file(ray, ev.onnx_path)
         pin = os.environ.get(PIN_ENV, "0").lower() not in ("", "0", "false", "no")
         specs = []
         for i in range(n_shards):
@@ -357,11 +368,13 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
                 try:
                     outs[spec.index] = ray.get(done[0])
                 except ray.exceptions.RayError as e:
-                    for ref in pending:
-                        ray.cancel(ref, force=True)
                     attempts, errors = ray.get(ledger.summary.remote())
                     raise _failure(spec, e, attempts.get(spec.index, []), errors.get(spec.index, {})) from None
                 ledger.progress.remote(spec.index, len(spec.shard))  # skipped images count as done
+        except BaseException:  # a failed shard, or the user interrupting the notebook: stop the other tasks
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
         finally:
             if bar is not None:
                 bar.n = len(data) if not pending else bar.n

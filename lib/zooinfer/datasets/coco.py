@@ -257,11 +257,15 @@ def _rle_of_box(box: list[float], h: int, w: int) -> dict:
     return {"counts": [int(c) for c in counts], "size": [h, w]}
 
 
-def build_coco_sample(root: Path) -> None:
+def build_coco_sample(root: Path, *, image_dir: str = "val2017", file_name: str = "{:012d}.jpg",
+                      ann_name: str = "instances_val2017.json",
+                      description: str = "zooinfer embedded COCO 2017 val sample (pictures from scikit-image's data)",
+                      ) -> None:
     """Write the embedded COCO 2017 val sample: ``val2017/<id:012d>.jpg`` + ``annotations/instances_val2017.json``
     with the official file's structure (info, licenses, images, annotations with polygon or crowd-RLE segmentation,
-    area, iscrowd; the 80 real categories)."""
-    (root / "val2017").mkdir(parents=True)
+    area, iscrowd; the 80 real categories). The keywords give other layouts the same pictures (COCO 2014:
+    ``images/val2014/COCO_val2014_<id:012d>.jpg`` + ``annotations/instances_minival2014.json``)."""
+    (root / image_dir).mkdir(parents=True)
     (root / "annotations").mkdir()
     images, annotations = [], []
     ann_id = 900001
@@ -269,10 +273,10 @@ def build_coco_sample(root: Path) -> None:
         with Image.open(skimage_path(fname)) as im:
             im.load()
             img = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
-        file_name = f"{image_id:012d}.jpg"
-        img.save(root / "val2017" / file_name, format="JPEG", quality=95)
+        name = file_name.format(image_id)
+        img.save(root / image_dir / name, format="JPEG", quality=95)
         w, h = img.size
-        images.append({"license": 1, "file_name": file_name, "coco_url": "", "height": h, "width": w,
+        images.append({"license": 1, "file_name": name, "coco_url": "", "height": h, "width": w,
                        "date_captured": "2013-11-14 17:02:52", "flickr_url": "", "id": image_id})
         for cat, (x, y, bw, bh), crowd in objects:
             seg = (_rle_of_box([x, y, bw, bh], h, w) if crowd
@@ -281,7 +285,7 @@ def build_coco_sample(root: Path) -> None:
                                 "image_id": image_id, "bbox": [x, y, bw, bh], "category_id": cat, "id": ann_id})
             ann_id += 1
     data = {
-        "info": {"description": "zooinfer embedded COCO 2017 val sample (pictures from scikit-image's data)",
+        "info": {"description": description,
                  "url": "https://scikit-image.org", "version": "1.0", "year": 2017,
                  "contributor": "zooinfer", "date_created": "2017/09/01"},
         "licenses": [{"url": "https://github.com/scikit-image/scikit-image/blob/main/skimage/data/README.txt",
@@ -290,10 +294,71 @@ def build_coco_sample(root: Path) -> None:
         "annotations": annotations,
         "categories": [{"supercategory": s, "id": i, "name": n} for i, n, s in CATEGORIES],
     }
-    with open(root / "annotations" / "instances_val2017.json", "w", encoding="utf-8") as f:
+    with open(root / "annotations" / ann_name, "w", encoding="utf-8") as f:
         json.dump(data, f, separators=(",", ":"))
 
 
 def coco_sample_root() -> Path:
     """Root of the embedded COCO 2017 val-layout sample (built on first use)."""
     return ensure("coco2017-val", build_coco_sample)
+
+
+# ------------------------------------------------------------------------------------------------ COCO 2014 minival
+LAYOUT_MINIVAL2014 = """  <data_root>/images/val2014/COCO_val2014_000000000042.jpg ...   (val2014 images; the 5,000 minival ones suffice)
+  <data_root>/annotations/instances_minival2014.json                (the 5k minival split's instances file)"""
+
+
+def open_coco2014_minival(data_root: str | os.PathLike) -> ImageDataset:
+    """COCO 2014 minival as the M2Det guide evaluates it (specs/m2det.md 7): **every** image of
+    ``instances_minival2014.json`` (5,000; those without annotations too), in ascending id order (the guide's patch
+    sorts them). ``extra``: ``annotations`` (the loaded file, unchanged), ``ann_file``, ``img_ids``,
+    ``category_ids`` (model class j >= 1 -> ``category_ids[j - 1]``: positional, file order). Images missing on disk
+    are left to the pipeline (skipped, counted, named)."""
+    root = Path(data_root)
+    require_dir(root, "COCO data root", LAYOUT_MINIVAL2014)
+    image_dir = require_dir(root / "images" / "val2014", "COCO val2014 image folder", LAYOUT_MINIVAL2014)
+    ann_file = root / "annotations" / "instances_minival2014.json"
+    data = load_instances(ann_file, LAYOUT_MINIVAL2014)
+    images = sorted(data["images"], key=lambda img: int(img["id"]))
+    if not images:
+        raise DatasetError(f"{ann_file}: the file lists no images; nothing to evaluate")
+    cats = category_ids(data)
+    if len(cats) != 80:
+        raise DatasetError(f"{ann_file}: {len(cats)} categories; the model's 80 classes map positionally onto the "
+                           "80 entries of a COCO instances file, which must all be present in the standard order")
+    extra = {"annotations": data, "ann_file": str(ann_file), "img_ids": [int(img["id"]) for img in images],
+             "category_ids": list(cats), "n_images_in_file": len(images),
+             "selection": "every image of the annotation file, ascending id (the M2Det guide)"}
+    return _dataset("coco2014-minival", root, image_dir, images, cats, extra)
+
+
+#: M2Det (upstream ``BaseTransform(512, (104, 117, 123), (2, 0, 1))``): means subtracted from B, G, R in that order
+M2DET_MEANS_BGR = np.array([104, 117, 123], dtype=np.float32)
+
+
+def preprocess_bgr_mean(path: str | os.PathLike, size: int = 512,
+                        means: np.ndarray = M2DET_MEANS_BGR) -> tuple[np.ndarray, tuple[int, int]]:
+    """``cv2.imread`` (BGR, EXIF orientation applied; grayscale -> 3 equal channels) -> ``cv2.resize`` of the
+    uint8 image to size x size, INTER_LINEAR, no aspect keeping -> float32 - means (BGR order; no /255, no std) ->
+    CHW. Returns the (3, size, size) float32 array and the decoded image's (height, width)."""
+    import cv2
+
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"OpenCV cannot decode {path}")
+    h, w = img.shape[:2]
+    x = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    x -= means
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), (h, w)
+
+
+def build_coco2014_sample(root: Path) -> None:
+    """The embedded sample in the COCO 2014 minival layout (same pictures and annotations as the 2017 one)."""
+    build_coco_sample(root, image_dir="images/val2014", file_name="COCO_val2014_{:012d}.jpg",
+                      ann_name="instances_minival2014.json",
+                      description="zooinfer embedded COCO 2014 minival sample (pictures from scikit-image's data)")
+
+
+def coco2014_sample_root() -> Path:
+    """Root of the embedded COCO 2014 minival-layout sample (built on first use)."""
+    return ensure("coco2014-minival", build_coco2014_sample)

@@ -199,7 +199,8 @@ def _open_session(spec: ShardSpec, ray, threads: int):
 
         # read the optimised graph the driver cached, but never write it here: tasks start together and would race
         opt = Path(path).with_suffix(f".ort-opt-{_machine_tag(ort.__version__)}.onnx")
-        return OrtSession(path, threads=threads, fp16=spec.fp16, cache_optimized=opt.is_file())
+        fresh = opt.is_file() and opt.stat().st_mtime >= Path(path).stat().st_mtime  # OrtSession's own test
+        return OrtSession(path, threads=threads, fp16=spec.fp16, cache_optimized=fresh)
     return open_session(spec.backend, onnx_path=path, threads=threads, fp16=spec.fp16, device_id=device)
 
 

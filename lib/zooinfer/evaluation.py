@@ -274,6 +274,7 @@ class Evaluation:
             "ratios": self.ratios(),
             "stage_timings": res.stage_table() if res else None,
             "end_to_end": {"images_per_s": res.throughput, "wall_s": res.wall_s, "bs": res.batch_size} if res else None,
+            "workers": res.workers if res else None,
             "skipped": {"count": len(res.skipped), "images": [{"key": k, "path": p, "reason": why_}
                                                                for k, p, why_ in res.skipped]} if res else None,
             "onnx": self.export_info,

@@ -295,3 +295,21 @@ def make_recipe(canvas: int = CANVAS, shape_free: bool = True) -> Recipe:
 
 
 RECIPE = make_recipe()
+
+
+#: WIDER FACE val size
+VAL_IMAGES = 3226
+
+
+def full_val_estimate(result: Any, canvas: int, n_images: int = VAL_IMAGES) -> dict[str, float]:
+    """Rough wall time of the whole val set at the guide's 1000x1000 canvas on this run's backend, from a
+    ``pipeline.RunResult`` measured at ``canvas``: the measured seconds per image, with its inference and
+    postprocessing parts scaled by the pixel ratio (1000 / canvas)^2 (both grow with the anchor count; reading and
+    preprocessing do not). An estimate, not a measurement."""
+    n = max(int(result.n_done), 1)
+    per_image = result.wall_s / n
+    scaled = (result.timer.seconds["infer"] + result.timer.seconds["postprocess"]) / n
+    factor = (CANVAS / float(canvas)) ** 2
+    est = per_image + scaled * (factor - 1.0)
+    return {"measured_s_per_image": per_image, "canvas": int(canvas), "pixel_factor_to_1000": factor,
+            "est_s_per_image_at_1000": est, "images": n_images, "est_hours": est * n_images / 3600.0}

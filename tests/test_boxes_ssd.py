@@ -114,6 +114,38 @@ def test_large_group_path_equals_small_group_path(monkeypatch):
     assert big.tolist() == keep
 
 
+def _brute_greedy(boxes, scores, thr, suppress_equal=False, plus_one=False, union="a+b-i", ties="first"):
+    """Greedy NMS from its definition: walk boxes by score, keep one unless a kept box suppressed it."""
+    order = np.argsort(-scores, kind="stable") if ties == "first" else np.argsort(scores, kind="stable")[::-1]
+    ious = B.iou(boxes, boxes, plus_one=plus_one, union=union)
+    t = np.float64(thr) if isinstance(thr, float) else thr
+    keep, dead = [], np.zeros(len(boxes), bool)
+    for i in order:
+        if not dead[i]:
+            keep.append(i)
+            dead |= (ious[i] >= t) if suppress_equal else (ious[i] > t)
+    return keep
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_nms_paths_match_brute_force_greedy(case):
+    """Random groups of 600-900 boxes (sparse large-group path) and 100-400 (stacked path), with inverted and
+    duplicated boxes, a NaN box, integer-valued scores (many ties) and every option combination."""
+    rng = np.random.default_rng(100 + case)
+    n = int(rng.integers(600, 900)) if case < 6 else int(rng.integers(100, 400))
+    scale = [1.0, 50.0, 300.0][case % 3]
+    xy = rng.uniform(0, scale, (n, 2)).astype(F32)
+    wh = (rng.uniform(-0.05, 0.3, (n, 2)) * scale).astype(F32)
+    boxes = np.concatenate([xy, xy + wh], 1)
+    boxes[rng.integers(0, n, 15)] = boxes[0]
+    boxes[n // 2, 1] = np.nan
+    scores = rng.integers(0, 40, n).astype(F32) if case % 2 else rng.uniform(0, 1, n).astype(F32)
+    kw = dict(suppress_equal=bool(case % 2), plus_one=case in (1, 4), union=["a+b-i", "b-i+a"][case % 2],
+              ties=["first", "last"][case % 3 == 1])
+    thr = F32(0.45) if case == 5 else [0.3, 0.5, 0.7][case % 3]
+    assert B.nms(boxes, scores, thr, **kw).tolist() == _brute_greedy(boxes, scores, thr, **kw)
+
+
 def test_batched_nms_classes_and_coordinate_trick():
     boxes = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1.05]], F32)
     scores = np.array([.9, .8, .7], F32)

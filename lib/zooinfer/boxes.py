@@ -6,8 +6,10 @@ image coordinates for SSD-style heads; labels are 0-based foreground class indic
 NMS is written here in numpy because torchvision (``torchvision.ops.nms`` / ``batched_nms``) cannot be installed
 beside the pinned CPU torch build. :func:`nms` reproduces the torchvision CPU kernel's arithmetic exactly (float32
 IoU ``inter / (area_i + area_j - inter)``, areas without +1, IoU compared with a *double* threshold, descending score
-order): the kernel's greedy loop is one Python-level step per *rank position* vectorised over every independent group
-at once (classes, or the groups of :func:`batched_nms`), not one step per box.
+order). Two exact paths, both vectorised: groups of up to ``_STACK_MAX`` boxes (SSD: one per class, <= 200) are
+stacked into pairwise IoU matrices and resolved with one Python step per *rank position* across all groups at once;
+larger groups (a single-class detector, or classes merged by the coordinate trick) compute IoUs only for pairs whose
+x extents overlap (sort and sweep) and resolve the sparse suppression graph in vectorised rounds.
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ import numpy as np
 # ------------------------------------------------------------------------------------------------------- IoU / NMS
 #: union formulas met in the upstream codes (they round differently in float32)
 UNIONS = ("a+b-i", "b-i+a")
-#: groups up to this many boxes go through the stacked pairwise-matrix path; bigger ones through the kept-box loop
+#: groups up to this many boxes go through the stacked pairwise-matrix path; bigger ones through the sparse path
 _STACK_MAX = 512
-#: max elements of one stacked (groups, n, n) IoU block (memory bound: about 8 float32 temporaries of this size)
+#: max elements of one stacked (groups, n, n) IoU block / one chunk of candidate pairs (bounds the temporaries)
 _STACK_BUDGET = 1 << 18
 
 
@@ -110,7 +112,8 @@ def _greedy_stacked(b: np.ndarray, valid: np.ndarray, thr, suppress_equal: bool,
 
 
 def _greedy_loop(b: np.ndarray, thr, suppress_equal: bool, plus_one: bool, union: str) -> np.ndarray:
-    """Greedy NMS of one large group ``b (n, 4)`` sorted by descending score: one vectorised step per kept box."""
+    """Greedy NMS of one group ``b (n, 4)`` sorted by descending score: one vectorised step per kept box.
+    Used only when disjoint boxes can suppress each other (``suppress_equal`` with a threshold <= 0)."""
     keep = np.zeros(len(b), dtype=bool)
     rest = np.arange(len(b))
     while rest.size:
@@ -122,6 +125,63 @@ def _greedy_loop(b: np.ndarray, thr, suppress_equal: bool, plus_one: bool, union
     return keep
 
 
+def _suppression_edges(b: np.ndarray, thr, suppress_equal: bool, plus_one: bool, union: str) -> tuple:
+    """Pairs (i, j), i < j (i ranks higher), where box i would suppress box j. Only pairs whose x extents overlap
+    (within 1 with ``plus_one``) can intersect: they are found with a sort-and-sweep over the left edges and the
+    IoU is computed for those pairs only, in chunks."""
+    lo = np.minimum(b[:, 0], b[:, 2])
+    hi = np.maximum(b[:, 0], b[:, 2]) + (b.dtype.type(1) if plus_one else b.dtype.type(0))
+    order = np.argsort(lo, kind="stable")
+    los = lo[order]
+    end = np.searchsorted(los, hi[order], side="left")  # boxes starting before this one's right edge
+    count = np.maximum(end - np.arange(1, len(b) + 1), 0)
+    src, dst = [], []
+    cum = np.concatenate([[0], np.cumsum(count)])
+    p = 0
+    while p < len(b):  # chunks of at most ~_STACK_BUDGET candidate pairs (a step per chunk, not per box)
+        q = max(int(np.searchsorted(cum, cum[p] + _STACK_BUDGET, side="right")) - 1, p + 1)
+        q = min(q, len(b))
+        n_pairs = int(cum[q] - cum[p])
+        if n_pairs:
+            first = np.repeat(np.arange(p, q), count[p:q])
+            second = first + 1 + (np.arange(n_pairs) - np.repeat(cum[p:q] - cum[p], count[p:q]))
+            u, v = order[first], order[second]
+            i, j = np.minimum(u, v), np.maximum(u, v)
+            hit = _suppresses(_overlap(b[i], b[j], plus_one, union), thr, suppress_equal)
+            src.append(i[hit])
+            dst.append(j[hit])
+        p = q
+    if not src:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def _greedy_sparse(b: np.ndarray, thr, suppress_equal: bool, plus_one: bool, union: str) -> np.ndarray:
+    """Greedy NMS of one large group ``b (n, 4)`` sorted by descending score, exact, on the sparse graph of
+    suppressing pairs. Rounds: a box with a kept suppressor is suppressed; a box whose suppressors are all
+    suppressed is kept (each round decides at least the best undecided box); long dependency chains finish with a
+    sequential pass over the few undecided boxes."""
+    n = len(b)
+    src, dst = _suppression_edges(b, thr, suppress_equal, plus_one, union)
+    state = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, 2 suppressed
+    for _ in range(32):
+        undecided = state == 0
+        if not undecided.any():
+            break
+        kept_in = np.bincount(dst, weights=state[src] == 1, minlength=n) > 0
+        open_in = np.bincount(dst, weights=state[src] == 0, minlength=n) > 0
+        state[undecided & kept_in] = 2
+        state[undecided & ~kept_in & ~open_in] = 1
+    rest = np.flatnonzero(state == 0)
+    if rest.size:
+        by_dst = np.argsort(dst, kind="stable")
+        d_sorted, s_sorted = dst[by_dst], src[by_dst]
+        lo_e, hi_e = np.searchsorted(d_sorted, rest, "left"), np.searchsorted(d_sorted, rest, "right")
+        for v, a, z in zip(rest, lo_e, hi_e):  # rank order: every suppressor of v is decided by now
+            state[v] = 2 if (state[s_sorted[a:z]] == 1).any() else 1
+    return state == 1
+
+
 def _greedy_groups(b: np.ndarray, group: np.ndarray, thr, suppress_equal: bool, plus_one: bool,
                    union: str) -> np.ndarray:
     """Kept mask of greedy NMS run independently per value of ``group``; ``b`` is already in descending-score order
@@ -131,9 +191,11 @@ def _greedy_groups(b: np.ndarray, group: np.ndarray, thr, suppress_equal: bool, 
     members = np.argsort(inverse, kind="stable")  # rows grouped, score order inside each group
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     small = np.flatnonzero(counts <= _STACK_MAX)
+    disjoint_suppress = suppress_equal and float(thr) <= 0  # then every pair interacts: no sparse graph
     for g in np.flatnonzero(counts > _STACK_MAX):
         rows = members[starts[g]:starts[g] + counts[g]]
-        keep[rows] = _greedy_loop(b[rows], thr, suppress_equal, plus_one, union)
+        greedy = _greedy_loop if disjoint_suppress else _greedy_sparse
+        keep[rows] = greedy(b[rows], thr, suppress_equal, plus_one, union)
     small = small[np.argsort(counts[small], kind="stable")]  # similar sizes stacked together: little padding
     i = 0
     while i < small.size:  # one step per chunk of groups (not per box)

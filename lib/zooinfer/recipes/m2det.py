@@ -5,15 +5,11 @@ per-class cap and the ``+1`` COCO boxes: boxes.py; layout, image order and OpenC
 """
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
 import numpy as np
 
 from ..boxes import M2DET512, coco_xywh_plus_one, m2det_decode, m2det_select
-from ..datasets.coco import (coco2014_sample_root, lookup, open_coco2014_minival, preprocess_bgr_mean)
-from ..metrics.coco import COCO80_TO_91, STAT_NAMES, CocoAccumulator
+from ..datasets.coco import coco2014_sample_root, image_record, open_coco2014_minival, preprocess_bgr_mean
+from ..metrics.coco import STAT_NAMES, CocoAccumulator
 from .base import PerfRow, Published, Recipe
 
 NUM_PRIORS, NUM_CLASSES = 32760, 81
@@ -26,13 +22,8 @@ def preprocess(image_path: str) -> tuple[np.ndarray, dict]:
     stem), the **decoded** image's width and height (the guide's gen_dataset_info.py), the annotation file's
     category ids in order."""
     x, (h, w) = preprocess_bgr_mean(image_path, M2DET512["size"])
-    rec = lookup(image_path)
-    if rec is not None:
-        image_id, cats = rec.image_id, rec.category_ids
-    else:
-        m = re.search(r"(\d+)$", Path(os.fspath(image_path)).name.split(".")[0])
-        image_id, cats = (int(m.group(1)) if m else -1), tuple(COCO80_TO_91)
-    return x, {"image_id": image_id, "width": w, "height": h, "category_ids": cats}
+    rec = image_record(image_path)  # its height/width (annotation file) are not used: the guide's come from the JPEG
+    return x, {"image_id": rec.image_id, "width": w, "height": h, "category_ids": rec.category_ids}
 
 
 def split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -288,3 +288,37 @@ def test_postprocess_rejects_wrong_canvas(ref):
 
     with pytest.raises(MetricInputError, match="anchors"):
         pb.postprocess([[ref["e2e_loc0"], ref["e2e_conf0"]]], {"height": 10, "width": 10, "canvas": 256})
+
+
+# ------------------------------------------------------------------------------------------------ ONNX
+def test_onnx_shape_free_exact_resize_and_parity(net):
+    """Opset 11: the three LFPN upsamplings are Resize (linear, half_pixel = align_corners=False) with sizes from the
+    lateral tensor, never opset-9 Upsample; batch, height and width symbolic; ONNX Runtime = PyTorch at sizes the
+    export never saw (odd maps: 96 -> 6 -> 3 -> 2, 200 -> 50 -> 25 -> 13)."""
+    import onnx
+    import onnxruntime as ort
+
+    from zooinfer import export
+
+    r = pb.make_recipe(256)  # the notebook's default: the cached file is shared with it
+    path = export.export_onnx(r, net)
+    g = onnx.load(str(path), load_external_data=False)
+    assert g.opset_import[0].version == 11
+    ops = [n.op_type for n in g.graph.node]
+    assert ops.count("Resize") == 3 and "Upsample" not in ops and ops.count("Conv") == 91
+    for n in g.graph.node:
+        if n.op_type == "Resize":
+            attrs = {a.name: a.s.decode() for a in n.attribute if a.s}
+            assert attrs["mode"] == "linear" and attrs["coordinate_transformation_mode"] == "half_pixel"
+            assert len(n.input) == 4 and n.input[3]  # sizes given (not scales)
+    dims = [d.dim_param or d.dim_value for d in g.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["-1", 3, "height", "width"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for hw in [(96, 200), (64, 64)]:
+        x = (np.random.default_rng(5).standard_normal((2, 3, *hw)) * 50).astype(np.float32)
+        got = sess.run(None, {"image": x})
+        with torch.no_grad():
+            want = net(torch.from_numpy(x))
+        for a, b in zip(got, want):
+            assert a.shape == tuple(b.shape)
+            np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=2e-5)

@@ -119,12 +119,14 @@ def test_l2norm_eps_after_sqrt():
 
 
 def test_checkpoint_loading(tmp_path, net):
-    """The published container: a plain state dict; here without num_batches_tracked and with module. prefixes."""
+    """The published container: a plain state dict (torch 0.3 era: legacy, non-zip serialisation, no
+    num_batches_tracked); here also with module. prefixes."""
     sd = OrderedDict(("module." + k, v.clone()) for k, v in net.state_dict().items()
                      if not k.endswith("num_batches_tracked"))
     assert len(sd) == 281
     p = tmp_path / "pyramidbox_120000_99.02.pth"
-    torch.save(sd, p)
+    torch.save(sd, p, _use_new_zipfile_serialization=False)
+    assert p.read_bytes()[:2] == b"\x80\x02"  # a bare pickle, not a zip archive
     m = build_model("pyramidbox", p)
     x = torch.from_numpy(np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32) * 50)
     with torch.no_grad():

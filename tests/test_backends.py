@@ -75,3 +75,36 @@ def test_bins_round_trip_and_benchmark_txt_outputs(tmp_path):
         OutputReader(res, [(2,)]).read("missing")
     with pytest.raises(BackendError, match="result folder not found"):
         OutputReader(tmp_path / "nope", [(2,)])
+
+
+def test_outputs_written_in_another_order_are_matched_by_size(tmp_path):
+    """ATC's --out_nodes can reorder the outputs (M2Det's guide puts the probabilities first)."""
+    np.arange(6, dtype=np.float32).tofile(tmp_path / "img_0.bin")  # the (3, 2) output, written first
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "img_1.bin")  # the (4,) output
+    got = OutputReader(tmp_path, [(4,), (3, 2)]).read("img")
+    assert got[0].tolist() == [0, 1, 2, 3] and got[1].shape == (3, 2)
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "same_0.bin")  # equal sizes: positional, then checked
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "same_1.bin")
+    assert [a.shape for a in OutputReader(tmp_path, [(4,), (2, 2)]).read("same")] == [(4,), (2, 2)]
+
+
+def test_replay_and_per_sample_slicing_of_row_blocked_outputs():
+    """Outputs like M2Det's (N * 32760, 81) hold k rows per sample: slice blocks, not rows."""
+    from zooinfer.backends.base import sample_outputs
+    from zooinfer.bench import ReplaySession
+
+    class Blocky:
+        name, device, input_shape = "blocky", "cpu", (None, 1, 2, 2)
+
+        def run(self, batch):
+            n = batch.shape[0]
+            return [batch.reshape(n, 4), np.repeat(batch.reshape(n, 4), 3, axis=0)]  # (n, 4) and (3n, 4)
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 1, 2, 2)
+    outs = Blocky().run(x)
+    one = sample_outputs(outs, 3, 1)
+    assert one[0].tolist() == [4, 5, 6, 7] and one[1].shape == (3, 4) and (one[1] == one[0]).all()
+    replay = ReplaySession(Blocky(), x)
+    got = replay.run(np.zeros((5, 1, 2, 2), np.float32))
+    assert got[0].shape == (5, 4) and got[1].shape == (15, 4)
+    np.testing.assert_array_equal(got[1][12:15], outs[1][3:6])  # row 4 replays sample 1

@@ -186,9 +186,6 @@ class _FormulaSession:
         return [np.repeat(self.loc[None], n, axis=0), np.tile(self.probs, (n, 1))]
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.run hands postprocess o[row] of every output; M2Det's probabilities "
-                   "are (N * 32760, 81), so a sample's block is rows [row * 32760, (row + 1) * 32760) (lead: "
-                   "pipeline/backends need a per-sample split of such outputs)")
 def test_pipeline_hands_each_image_its_outputs():
     from zooinfer import pipeline
 

@@ -74,16 +74,22 @@ def best_batch(rows: list[dict]) -> int | None:
 
 class ReplaySession:
     """A session that returns precomputed outputs instantly: measures everything around inference (memory,
-    preprocessing, postprocessing) without paying for the network. Outputs of row i are those of ``rows[i % n]``."""
+    preprocessing, postprocessing) without paying for the network. Row i gets the outputs of ``samples[i % n]``."""
 
     def __init__(self, inner, samples: np.ndarray):
+        from .backends.base import sample_outputs
+
         self.name, self.device, self.input_shape = f"replay({inner.name})", inner.device, inner.input_shape
-        self._outs = inner.run(samples)
+        outs = inner.run(samples)
         self._n = samples.shape[0]
+        self._per_sample = [sample_outputs(outs, self._n, i) for i in range(self._n)]
+        #: outputs whose leading axis holds several rows per sample (e.g. M2Det's (N * 32760, 81)) are concatenated
+        self._blocks = [o.shape[0] != self._n for o in outs]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        idx = np.arange(batch.shape[0]) % self._n
-        return [o[idx] for o in self._outs]
+        rows = [self._per_sample[i % self._n] for i in range(batch.shape[0])]
+        return [np.concatenate([r[j] for r in rows]) if block else np.stack([r[j] for r in rows])
+                for j, block in enumerate(self._blocks)]
 
 
 def matmul_peak_gflops(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import bench, export, pipeline, recipes, report
 from .backends import open_session
+from .backends.base import sample_outputs
 from .backends.bins import OutputReader
 from .errors import ZooinferError
 from .models import build_model
@@ -169,7 +170,7 @@ class Evaluation:
             first = next(iter(self.dataset))
             arrays, _ = self.recipe.preprocess(first.path)
             views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
-            shapes = [o.shape[1:] for o in open_session("torch", model=self.model).run(views[0][None])]
+            shapes = [o.shape for o in sample_outputs(open_session("torch", model=self.model).run(views[0][None]), 1, 0)]
             self.session = OutputReader(self.results_dir, shapes, views=len(views))
         elif self.backend in ("torch", "torch-cuda"):
             self.session = open_session(self.backend, model=self.model, threads=self.threads,

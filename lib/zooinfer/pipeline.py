@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import static_batch
+from .backends.base import sample_outputs, static_batch
 from .datasets.base import ImageDataset, Sample
 from .recipes.base import Recipe
 
@@ -211,7 +211,7 @@ def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumula
                 timer.add("infer", time.perf_counter() - t0, len(owners))
                 for row, (slot, view) in enumerate(owners):
                     entry = slots[slot]
-                    entry[3][view] = [o[row] for o in outs]
+                    entry[3][view] = sample_outputs(outs, batch.shape[0], row)
                     if all(v is not None for v in entry[3]):
                         del slots[slot]
                         sample, meta, n_views, per_view = entry

@@ -35,6 +35,17 @@ def check_batch(session: Session, batch: np.ndarray) -> None:
         raise BackendError(f"{session.name}: input shape {tuple(batch.shape)} does not fit the model's {want}")
 
 
+def sample_outputs(outputs: list[np.ndarray], n_rows: int, row: int) -> list[np.ndarray]:
+    """Sample ``row`` of a batch of ``n_rows`` from every output: ``o[row]`` for outputs with a batch axis, and the
+    block ``o[row * k:(row + 1) * k]`` for outputs whose leading axis holds k rows per sample, (N * k, ...) -- such
+    as M2Det's (N * 32760, 81) probabilities, which the guide's export flattens over the batch."""
+    out = []
+    for o in outputs:
+        k = o.shape[0] // n_rows if n_rows else 1
+        out.append(o[row] if k == 1 else o[row * k:(row + 1) * k])
+    return out
+
+
 def static_batch(session: Session) -> int | None:
     """The session's fixed batch size, or None when the batch axis is dynamic."""
     return session.input_shape[0] if session.input_shape else None

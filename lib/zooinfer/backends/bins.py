@@ -71,20 +71,38 @@ class OutputReader:
         return self._read(self.folder, key)
 
     def _read(self, folder: Path, key: str) -> list[np.ndarray]:
-        outs = []
-        for k, shape in enumerate(self.shapes):
-            p = self._find(folder, key, k)
-            n = int(np.prod(shape))
-            if p.suffix == ".txt":
-                a = np.loadtxt(p, dtype=np.float32, ndmin=1).ravel()
-            else:
-                size = p.stat().st_size
-                dtype = np.float32 if size == 4 * n else np.float16 if size == 2 * n else None
-                if dtype is None:
-                    raise BackendError(f"{p}: {size} bytes, expected {4 * n} (float32) or {2 * n} (float16) "
-                                       f"for an output of shape {shape}")
-                a = np.fromfile(p, dtype=dtype).astype(np.float32)
-            if a.size != n:
-                raise BackendError(f"{p}: {a.size} values, expected {n} for an output of shape {shape}")
-            outs.append(a.reshape(shape))
-        return outs
+        files = [self._find(folder, key, k) for k in range(len(self.shapes))]
+        order = self._match_by_size(files)
+        return [self._load(files[i], shape) for i, shape in zip(order, self.shapes)]
+
+    def _match_by_size(self, files: list[Path]) -> list[int]:
+        """File index for each output: positional, unless the tool wrote the outputs in another order (e.g. ATC's
+        ``--out_nodes`` reorders them) and the binary sizes identify each output unambiguously."""
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        if len(set(sizes)) != len(sizes) or any(f.suffix != ".bin" for f in files):
+            return list(range(len(files)))
+        elements = []
+        for f in files:
+            b = f.stat().st_size
+            fits = {n for n in sizes if b in (4 * n, 2 * n)}  # float32 or float16 storage
+            if len(fits) != 1:
+                return list(range(len(files)))
+            elements.append(fits.pop())
+        if sorted(elements) != sorted(sizes):
+            return list(range(len(files)))
+        return [elements.index(n) for n in sizes]
+
+    def _load(self, p: Path, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        if p.suffix == ".txt":
+            a = np.loadtxt(p, dtype=np.float32, ndmin=1).ravel()
+        else:
+            size = p.stat().st_size
+            dtype = np.float32 if size == 4 * n else np.float16 if size == 2 * n else None
+            if dtype is None:
+                raise BackendError(f"{p}: {size} bytes, expected {4 * n} (float32) or {2 * n} (float16) "
+                                   f"for an output of shape {shape}")
+            a = np.fromfile(p, dtype=dtype).astype(np.float32)
+        if a.size != n:
+            raise BackendError(f"{p}: {a.size} values, expected {n} for an output of shape {shape}")
+        return a.reshape(shape)

@@ -39,8 +39,9 @@ class Evaluation:
                  static_batch: bool = False, fp16: bool = False,
                  onnx_path: str | None = None, om_path: str | None = None, results_dir: str | None = None,
                  output_root: str | None = None, device_id: int = 0, progress: bool = True, keep: int = 4,
-                 params: dict | None = None):
-        self.recipe = recipes.get(model)
+                 params: dict | None = None, recipe: "recipes.Recipe | None" = None):
+        #: the model's registered recipe, or a variant of it (e.g. PyramidBox at another canvas size)
+        self.recipe = recipe if recipe is not None else recipes.get(model)
         self.weights = _none_if_empty(weights)
         self.data_root = _none_if_empty(data_root)
         self.backend, self.bs, self.limit = backend, int(bs), (int(limit) if _none_if_empty(limit) else None)

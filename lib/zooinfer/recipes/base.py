@@ -30,6 +30,21 @@ class Published:
     performance: tuple[PerfRow, ...] = ()
 
 
+def dataset_opener(reader: Callable[..., Any], sample_root: Callable[[], Any],
+                   **sample_kwargs: Any) -> Callable[[str | None], Any]:
+    """A recipe's ``open_dataset``: ``reader(data_root)``, or for ``None`` the embedded sample (built on first use by
+    ``sample_root()``) read by the same reader and flagged ``embedded``."""
+
+    def open_dataset(data_root: str | None) -> Any:
+        if data_root is None:
+            ds = reader(sample_root(), **sample_kwargs)
+            ds.embedded = True
+            return ds
+        return reader(data_root)
+
+    return open_dataset
+
+
 class Accumulator(Protocol):
     """Streams predictions into a metric's compact state."""
 

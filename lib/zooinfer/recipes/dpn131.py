@@ -6,7 +6,7 @@ import numpy as np
 
 from ..datasets.imagenet import imagenet_sample_root, open_imagenet, preprocess_imagenet
 from ..metrics.classification import TopKAccumulator, compact_logits
-from .base import PerfRow, Published, Recipe
+from .base import PerfRow, Published, Recipe, dataset_opener
 
 
 def preprocess(image_path: str) -> tuple[np.ndarray, dict]:
@@ -19,12 +19,7 @@ def postprocess(outputs: list[np.ndarray], meta: dict) -> np.ndarray:
     return outputs[0]
 
 
-def open_dataset(data_root: str | None):
-    if data_root is None:
-        ds = open_imagenet(imagenet_sample_root())
-        ds.embedded = True
-        return ds
-    return open_imagenet(data_root)
+open_dataset = dataset_opener(open_imagenet, imagenet_sample_root)
 
 
 RECIPE = Recipe(

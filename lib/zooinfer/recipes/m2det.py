@@ -10,7 +10,7 @@ import numpy as np
 from ..boxes import M2DET512, coco_xywh_plus_one, m2det_decode, m2det_select
 from ..datasets.coco import coco2014_sample_root, image_record, open_coco2014_minival, preprocess_bgr_mean
 from ..metrics.coco import STAT_NAMES, CocoAccumulator
-from .base import PerfRow, Published, Recipe
+from .base import PerfRow, Published, Recipe, dataset_opener
 
 NUM_PRIORS, NUM_CLASSES = 32760, 81
 
@@ -70,12 +70,7 @@ def compact(prediction: list[dict]) -> np.ndarray:
                     dtype=np.float64).reshape(-1, 7)
 
 
-def open_dataset(data_root: str | None):
-    if data_root is None:
-        ds = open_coco2014_minival(coco2014_sample_root())
-        ds.embedded = True
-        return ds
-    return open_coco2014_minival(data_root)
+open_dataset = dataset_opener(open_coco2014_minival, coco2014_sample_root)
 
 
 def new_accumulator(dataset) -> CocoAccumulator:

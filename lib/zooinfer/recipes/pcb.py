@@ -15,7 +15,7 @@ from PIL import Image
 from ..datasets.market1501 import market1501_sample_root, open_market1501
 from ..errors import MetricInputError
 from ..metrics import reid
-from .base import PerfRow, Published, Recipe
+from .base import PerfRow, Published, Recipe, dataset_opener
 
 INPUT_H, INPUT_W = 384, 128
 #: torchvision 0.2.1 ``Normalize`` constants (RGB), applied in float32
@@ -167,13 +167,7 @@ class PartFeatureAccumulator:
         return reid.cmc(self.distances(), self.q_pids, self.g_pids, self.q_camids, self.g_camids)[:topk]
 
 
-def open_dataset(data_root: str | None):
-    """Market-1501 at ``data_root`` (query/ + bounding_box_test/), or the embedded sample when None."""
-    if data_root is None:
-        ds = open_market1501(market1501_sample_root(), name="market1501-sample")
-        ds.embedded = True
-        return ds
-    return open_market1501(data_root)
+open_dataset = dataset_opener(open_market1501, market1501_sample_root, name="market1501-sample")
 
 
 RECIPE = Recipe(

@@ -22,7 +22,7 @@ from ..datasets.widerface import CANVAS, open_widerface_val, preprocess_pyramidb
 from ..errors import MetricInputError
 from ..metrics.widerface import WiderFaceAccumulator, write_submission
 from ..models.pyramidbox import feature_sizes
-from .base import PerfRow, Published, Recipe
+from .base import PerfRow, Published, Recipe, dataset_opener
 
 #: rows of ``Detect`` output the guide's postprocess reads per view ((-1, 1000, 5) block 0)
 GUIDE_ROWS = 1000
@@ -162,12 +162,7 @@ def postprocess(outputs: Sequence[Any], meta: dict, fp16: bool = FP16_ROWS) -> n
     return to_xywh(dets)
 
 
-def open_dataset(data_root: str | None):
-    if data_root is None:
-        ds = open_widerface_val(widerface_sample_root())
-        ds.embedded = True
-        return ds
-    return open_widerface_val(data_root)
+open_dataset = dataset_opener(open_widerface_val, widerface_sample_root)
 
 
 class PyramidBoxAccumulator(WiderFaceAccumulator):

@@ -10,7 +10,7 @@ import numpy as np
 from ..boxes import ssd_decode, ssd_select
 from ..datasets.coco import coco_sample_root, image_record, open_coco2017_val, preprocess_ssd300
 from ..metrics.coco import CocoAccumulator
-from .base import PerfRow, Published, Recipe
+from .base import PerfRow, Published, Recipe, dataset_opener
 
 #: the guide's selection constants (ssd_postprocess.py)
 SCORE_THRESHOLD = 0.05
@@ -58,12 +58,7 @@ def postprocess(outputs: list[np.ndarray], meta: dict) -> list[dict]:
              float(r[4])], "score": float(r[5])} for r in rows]
 
 
-def open_dataset(data_root: str | None):
-    if data_root is None:
-        ds = open_coco2017_val(coco_sample_root())
-        ds.embedded = True
-        return ds
-    return open_coco2017_val(data_root)
+open_dataset = dataset_opener(open_coco2017_val, coco_sample_root)
 
 
 def new_accumulator(dataset) -> CocoAccumulator:

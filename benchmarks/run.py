@@ -74,13 +74,15 @@ def end_to_end_vs_pure(ev: Evaluation, samples: np.ndarray, n: int, bs: int, rep
     stream = dataclasses.replace(ds, samples=(list(ds.samples) * reps)[:n])
     sess = open_session("onnxruntime", onnx_path=ev.onnx_path)
     sess.run(bench.make_batch(samples, bs))  # warm-up outside both timings (first-run allocations)
+    arrays, _ = ev.recipe.preprocess(ds[0].path)
+    views = len(arrays) if isinstance(arrays, (tuple, list)) else 1  # PyramidBox: image + mirrored copy
     e2e, pure = [], []
     for _ in range(repeats):
         res = pipeline.run(ev.recipe, stream, sess, bs=bs, progress=False)
-        e2e.append(res.throughput)
+        e2e.append(res.throughput * views)  # inference rows per second, comparable with pure inference
         pure.append(bench.summarize(bench.time_batches(sess.run, bench.make_batch(samples, bs), warmup=1,
                                                        min_time=0, min_iters=max(2, n // bs)), bs)["throughput"])
-    return {"bs": bs, "stream": n, "end_to_end_ips": _stats(e2e), "pure_ips": _stats(pure),
+    return {"bs": bs, "stream": n, "views_per_image": views, "end_to_end_ips": _stats(e2e), "pure_ips": _stats(pure),
             "ratio": _stats([a / b for a, b in zip(e2e, pure)]), "stages": res.stage_table()}
 
 
@@ -121,7 +123,25 @@ def _memory_child(model: str, n: int, bs: int) -> None:
     sampler.join()
     peak = max(peak[0], _rss_mib())
     print(json.dumps({"n": n, "done": res.n_done, "rss_before_mib": base, "peak_rss_mib": peak,
-                      "seconds": time.perf_counter() - t0}))
+                      "metric_state_mib": _state_mib(res.accumulator), "seconds": time.perf_counter() - t0}))
+
+
+def _state_mib(obj, seen=None) -> float:
+    """Approximate size of the numpy arrays and Python containers a metric accumulator holds (MiB)."""
+    seen = seen if seen is not None else set()
+    if id(obj) in seen:
+        return 0.0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes / 2**20
+    size = sys.getsizeof(obj) / 2**20
+    if isinstance(obj, dict):
+        return size + sum(_state_mib(k, seen) + _state_mib(v, seen) for k, v in obj.items())
+    if isinstance(obj, (list, tuple, set)):
+        return size + sum(_state_mib(v, seen) for v in obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return size + _state_mib(vars(obj), seen)
+    return size
 
 
 def memory_growth(model: str, short: int, long: int, bs: int) -> dict:
@@ -133,8 +153,11 @@ def memory_growth(model: str, short: int, long: int, bs: int) -> dict:
     # what the stream itself adds on top of the process it runs in (model building is not part of it)
     d_short = out[short]["peak_rss_mib"] - out[short]["rss_before_mib"]
     d_long = out[long]["peak_rss_mib"] - out[long]["rss_before_mib"]
+    # growth beyond what the metric legitimately keeps per sample (its compact state: ranks, detections, features)
+    state = out[long]["metric_state_mib"] - out[short]["metric_state_mib"]
     return {"short": out[short], "long": out[long], "stream_mib_short": d_short, "stream_mib_long": d_long,
-            "growth": (d_long - d_short) / out[short]["peak_rss_mib"]}
+            "growth": (d_long - d_short) / out[short]["peak_rss_mib"],
+            "growth_beyond_metric_state": (d_long - d_short - state) / out[short]["peak_rss_mib"]}
 
 
 def preprocess_rate(ev: Evaluation, n: int = 20) -> float:
@@ -193,8 +216,11 @@ def tables(results: list[dict], peak: float) -> str:
     rows = [{"model": r["model"], "short stream": r["memory"]["short"]["n"],
              "MiB added": round(r["memory"]["stream_mib_short"], 1), "long stream": r["memory"]["long"]["n"],
              "MiB added ": round(r["memory"]["stream_mib_long"], 1),
+             "metric state MiB (long)": round(r["memory"]["long"]["metric_state_mib"], 1),
              "peak MiB (short)": round(r["memory"]["short"]["peak_rss_mib"], 1),
-             "growth vs peak": f"{100 * r['memory']['growth']:.1f}%"} for r in results if "memory" in r]
+             "growth vs peak": f"{100 * r['memory']['growth']:.1f}%",
+             "growth beyond metric state": f"{100 * r['memory']['growth_beyond_metric_state']:.1f}%"}
+            for r in results if "memory" in r]
     if rows:
         lines += ["**3. Peak RSS, long vs short stream (inference replayed)**", "", report.markdown_table(rows), ""]
     rows = [{"model": r["model"], "GFLOP/img": round(r["flops_per_image"] / 1e9, 2), "best bs": r["achieved_at_bs"],

@@ -73,20 +73,6 @@ def make_layer(block: type[BasicBlock] | type[Bottleneck], cin: int, planes: int
     return nn.Sequential(*layers)
 
 
-class ResNetStem(nn.Module):
-    """``conv1`` 7x7/2 -> ``bn1`` -> ``relu`` -> ``maxpool`` 3x3/2 (torchvision names)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
-
 #: blocks per stage
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
           101: (Bottleneck, (3, 4, 23, 3))}

@@ -173,17 +173,20 @@ class Evaluation:
             views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
             shapes = [o.shape for o in sample_outputs(open_session("torch", model=self.model).run(views[0][None]), 1, 0)]
             self.session = OutputReader(self.results_dir, shapes, views=len(views))
-        elif self.backend in ("torch", "torch-cuda"):
-            self.session = open_session(self.backend, model=self.model, threads=self.threads,
-                                        device_id=self.device_id)
-        elif self.backend == "acl":
-            self.session = open_session("acl", om_path=self.om_path, device_id=self.device_id)
         else:
-            if self.onnx_path is None:
-                self.export()
-            self.session = open_session(self.backend, onnx_path=self.onnx_path, threads=self.threads,
-                                        fp16=self.fp16, device_id=self.device_id)
+            self.session = self._inference_session(self.backend)
         return self.session
+
+    def _inference_session(self, backend: str):
+        """A new session of ``backend`` with this run's settings (exports the ONNX file first if needed)."""
+        if backend in ("torch", "torch-cuda"):
+            return open_session(backend, model=self.model, threads=self.threads, device_id=self.device_id)
+        if backend == "acl":
+            return open_session("acl", om_path=self.om_path, device_id=self.device_id)
+        if self.onnx_path is None:
+            self.export()
+        return open_session(backend, onnx_path=self.onnx_path, threads=self.threads, fp16=self.fp16,
+                            device_id=self.device_id)
 
     def evaluate(self) -> pipeline.RunResult:
         """Stream the dataset through preprocess -> backend -> postprocess -> metric."""
@@ -217,17 +220,7 @@ class Evaluation:
         for b in wanted:
             if b == "bins":
                 continue
-            if b == self.backend and self.session is not None:
-                sess = self.session
-            elif b in ("torch", "torch-cuda"):
-                sess = open_session(b, model=self.model, threads=self.threads, device_id=self.device_id)
-            elif b == "acl":
-                sess = open_session("acl", om_path=self.om_path, device_id=self.device_id)
-            else:
-                if self.onnx_path is None:
-                    self.export()
-                sess = open_session(b, onnx_path=self.onnx_path, threads=self.threads, fp16=self.fp16,
-                                    device_id=self.device_id)
+            sess = self.session if b == self.backend and self.session is not None else self._inference_session(b)
             rows += bench.inference_sweep(sess, samples, batch_sizes, min_time=min_time, min_iters=min_iters,
                                           warmup=warmup)
         self.bench_rows = rows

@@ -160,6 +160,25 @@ def test_batched_nms_classes_and_coordinate_trick():
     assert B.batched_nms(np.zeros((0, 4), F32), np.zeros(0, F32), np.zeros(0, int), 0.5).size == 0
 
 
+@pytest.mark.parametrize("case", range(6))
+def test_max_out_resolves_a_prefix_with_the_same_result(case):
+    """``max_out`` stops once enough boxes are kept (SSD: 200 of 16,000): equal to the full run truncated, with
+    ties, classes merged by the coordinate trick (negative coordinates) and fewer kept boxes than asked."""
+    rng = np.random.default_rng(300 + case)
+    n = int(rng.integers(2000, 6000))
+    lo = -1.5 if case % 3 == 2 else 0.0  # negative boxes: the trick merges classes into one large group
+    xy = rng.uniform(lo, 1, (n, 2)).astype(F32)
+    boxes = np.concatenate([xy, xy + rng.uniform(0.01, 0.4, (n, 2)).astype(F32)], 1)
+    scores = rng.integers(0, 50, n).astype(F32) if case % 2 else rng.uniform(0, 1, n).astype(F32)
+    labels = rng.integers(0, 80, n)
+    full = B.batched_nms(boxes, scores, labels, 0.5)
+    for k in (0, 1, 200, len(full) - 1, len(full), len(full) + 50):
+        assert B.batched_nms(boxes, scores, labels, 0.5, max_out=k).tolist() == full[:k].tolist()
+    single = B.nms(boxes[:900], scores[:900], 0.3, suppress_equal=bool(case % 2))
+    assert B.nms(boxes[:900], scores[:900], 0.3, suppress_equal=bool(case % 2), max_out=37).tolist() == \
+        single[:37].tolist()
+
+
 # ------------------------------------------------------------------------------------------------ SSD decode/select
 def test_ssd_decode_hand_values():
     d = B.ssd_default_boxes()

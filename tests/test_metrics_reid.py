@@ -85,6 +85,12 @@ def test_distance_as_the_guide():
     # (N, C, P, 1) part features are flattened per row
     q4 = IN["query_feats"].reshape(-1, 4, 4, 1)
     assert np.array_equal(reid.pairwise_distance(q4, IN["gallery_feats"]), d)
+    # precomputed query norms (the streaming accumulator computes them once) give the same bits
+    norms = reid.squared_norms(IN["query_feats"])
+    assert np.array_equal(reid.squared_norms(IN["query_feats"], rows=2), norms)  # chunked: same bits
+    assert np.array_equal(reid.pairwise_distance(IN["query_feats"], IN["gallery_feats"], query_sqnorm=norms), d)
+    with pytest.raises(MetricInputError, match="query_sqnorm"):
+        reid.pairwise_distance(IN["query_feats"], IN["gallery_feats"], query_sqnorm=norms[:-1])
 
 
 def test_properties():
@@ -136,3 +142,11 @@ def test_accumulator():
         acc.update(Sample("x", ""), np.zeros(16))
     with pytest.raises(MetricInputError, match="need query and gallery"):
         reid.ReidAccumulator().compute()
+
+
+def test_squared_norms_chunked_equal_one_shot_at_pcb_width():
+    """The streaming accumulator computes query norms in row chunks; the guide in one shot over all queries."""
+    x = np.random.default_rng(1).standard_normal((600, 12288)).astype(np.float32) * 3
+    one_shot = torch.pow(torch.from_numpy(x), 2).sum(1).numpy()
+    for rows in (1, 37, 256, 1000):
+        assert np.array_equal(reid.squared_norms(x, rows=rows), one_shot)

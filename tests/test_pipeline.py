@@ -47,6 +47,23 @@ def test_results_equal_one_at_a_time_in_dataset_order(tiny_model, tiny_dataset, 
     assert stages["infer"]["items"] == 7 and stages["end-to-end"]["items"] == 7
 
 
+def test_inference_share_is_the_part_of_wall_time_spent_inferring(tiny_model, tiny_dataset):
+    import time
+
+    class Sleepy:  # inference that takes 50 ms per batch: with 7 tiny images nearly all wall time is inference
+        name, device, input_shape = "sleepy", "cpu", (None, 3, 8, 8)
+        inner = open_session("torch", model=tiny_model)
+
+        def run(self, batch):
+            time.sleep(0.05)
+            return self.inner.run(batch)
+
+    res = pipeline.run(make_recipe(), tiny_dataset, Sleepy(), bs=1, progress=False)
+    assert res.timer.seconds["infer"] >= 7 * 0.05
+    assert 0.0 < res.inference_share <= 1.0
+    assert res.inference_share == pytest.approx(res.timer.seconds["infer"] / res.wall_s)
+
+
 def test_static_batch_pads_last_batch_and_drops_padding(tiny_model, tiny_dataset):
     sess = FixedBatchSession(open_session("torch", model=tiny_model), 4)
     res = pipeline.run(make_recipe(), tiny_dataset, sess, bs=4, progress=False)

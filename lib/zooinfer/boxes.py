@@ -213,6 +213,23 @@ def _greedy_groups(b: np.ndarray, group: np.ndarray, thr, suppress_equal: bool, 
     return keep
 
 
+def _greedy_kept(b: np.ndarray, group: np.ndarray, thr, suppress_equal: bool, plus_one: bool, union: str,
+                 max_out: int | None) -> np.ndarray:
+    """Positions kept by greedy NMS (per ``group``) of rows ``b`` already in descending-score order, at most
+    ``max_out`` of them. With ``max_out`` only a prefix of the ranking is resolved, grown until it holds ``max_out``
+    kept boxes: a box's fate depends only on the higher-ranked boxes of its group, so the prefix's result is exact
+    (SSD keeps the best 200 of 16,000 candidates; this resolves a few hundred of them instead of all)."""
+    n = len(b)
+    p = n if max_out is None else min(n, max(2 * max_out, 64))
+    while True:
+        kept = np.flatnonzero(_greedy_groups(b[:p], group[:p], thr, suppress_equal, plus_one, union))
+        if max_out is None:
+            return kept
+        if kept.size >= max_out or p == n:
+            return kept[:max_out]
+        p = min(n, 4 * p)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, suppress_equal: bool = False,
         plus_one: bool = False, union: str = "a+b-i", ties: str = "first", max_out: int | None = None) -> np.ndarray:
     """Greedy hard NMS. Returns the indices of the kept boxes in descending score order.
@@ -231,9 +248,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, suppress
     if b.ndim != 2 or b.shape[1] != 4 or s.shape != (b.shape[0],):
         raise ValueError(f"nms: boxes must be (N, 4) and scores (N,), got {b.shape} and {s.shape}")
     order = _descending(s, ties)
-    kept = order[_greedy_groups(b[order], np.zeros(len(order), dtype=np.int64), iou_threshold, suppress_equal,
-                                plus_one, union)]
-    return kept[:max_out] if max_out is not None else kept
+    return order[_greedy_kept(b[order], np.zeros(len(order), dtype=np.int64), iou_threshold, suppress_equal,
+                              plus_one, union, max_out)]
 
 
 def _interacting(b: np.ndarray, idxs: np.ndarray) -> np.ndarray:
@@ -283,12 +299,12 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray, iou_thr
         group = np.zeros_like(c) if zero_suppresses else _interacting(b, c)
     else:
         group = c
-    order = _descending(s, ties)
-    kept = order[_greedy_groups(b[order], group[order], iou_threshold, nms_kw.pop("suppress_equal", False),
-                                nms_kw.pop("plus_one", False), nms_kw.pop("union", "a+b-i"))]
+    suppress_equal, plus_one = nms_kw.pop("suppress_equal", False), nms_kw.pop("plus_one", False)
+    union = nms_kw.pop("union", "a+b-i")
     if nms_kw:
         raise TypeError(f"batched_nms: unexpected keywords {sorted(nms_kw)}")
-    return kept[:max_out] if max_out is not None else kept
+    order = _descending(s, ties)
+    return order[_greedy_kept(b[order], group[order], iou_threshold, suppress_equal, plus_one, union, max_out)]
 
 
 # ------------------------------------------------------------------------------------------------------- SSD300 boxes
@@ -389,8 +405,8 @@ def ssd_select(boxes: np.ndarray, probs: np.ndarray, *, score_threshold: float =
     cand_boxes = np.repeat(b[keep], k, axis=0)  # anchor-major, class-minor (as ``repeat(1, 80, 1).view(-1, 4)``)
     cand_scores = p[keep].reshape(-1)
     cand_labels = np.tile(np.arange(k, dtype=np.int64), keep.size)
-    kept = batched_nms(cand_boxes, cand_scores, cand_labels, iou_threshold, coordinate_trick=coordinate_trick)
-    kept = kept[:max_detections]
+    kept = batched_nms(cand_boxes, cand_scores, cand_labels, iou_threshold, coordinate_trick=coordinate_trick,
+                       max_out=max_detections)
     out = cand_boxes[kept] * np.float32(2) - np.float32(1)
     return out.reshape(-1, 4), cand_labels[kept], cand_scores[kept]
 

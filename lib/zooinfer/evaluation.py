@@ -236,6 +236,8 @@ class Evaluation:
         pure = by.get((self.backend, self.bs))
         if self.result is not None and pure:
             out[f"end_to_end_vs_pure_bs{self.bs}"] = self.result.throughput / pure
+        if self.result is not None and self.result.timer.items["infer"]:
+            out["inference_share_of_wall"] = self.result.inference_share
         return out
 
     def ascend_commands(self, soc_version: str | None = None) -> dict[str, str]:

@@ -64,6 +64,12 @@ class RunResult:
         """End-to-end samples per second (wall clock, everything included)."""
         return self.n_done / self.wall_s if self.wall_s > 0 else float("nan")
 
+    @property
+    def inference_share(self) -> float:
+        """Fraction of the wall time spent inside inference calls (1.0: reading, preprocessing and postprocessing
+        hid entirely behind inference; on a machine with few cores they still slow inference down by sharing them)."""
+        return self.timer.seconds["infer"] / self.wall_s if self.wall_s > 0 else float("nan")
+
     def stage_table(self) -> list[dict]:
         """The old Ascend benchmark's per-stage lines: ms per sample and samples/s of each stage alone."""
         rows = []

@@ -32,10 +32,31 @@ CMC_TOPK = 100
 _BLOCK_ELEMENTS = 1 << 21
 
 
-def pairwise_distance(query_feats: Any, gallery_feats: Any) -> np.ndarray:
+def squared_norms(feats: Any, rows: int = 256) -> np.ndarray:
+    """(m,) float32 ``||x||^2`` per row, as the guide computes it (``torch.pow(x, 2).sum(1)``), ``rows`` rows at a
+    time so the squared temporary stays small (a row's sum does not depend on the other rows: tested)."""
+    x = np.ascontiguousarray(np.asarray(feats, dtype=np.float32))
+    x = x.reshape(x.shape[0], -1)
+    try:
+        import torch
+    except ImportError:
+        return np.concatenate([np.square(x[i:i + rows]).sum(1, dtype=np.float32) for i in range(0, len(x), rows)]
+                              or [np.zeros(0, np.float32)])
+    out = np.empty(x.shape[0], np.float32)
+    tx = torch.from_numpy(x)
+    with torch.no_grad():
+        for i in range(0, x.shape[0], rows):
+            out[i:i + rows] = torch.pow(tx[i:i + rows], 2).sum(1).numpy()
+    return out
+
+
+def pairwise_distance(query_feats: Any, gallery_feats: Any, query_sqnorm: np.ndarray | None = None) -> np.ndarray:
     """(m, n) float32 squared Euclidean distances as the guide computes them: features flattened per row,
     ``||x||^2 + ||y||^2`` then ``addmm_(beta=1, alpha=-2, x, y.T)`` in float32 with torch (no sqrt, no clamp:
-    tiny negative values are possible). Falls back to the same formula in numpy when torch is missing."""
+    tiny negative values are possible). Falls back to the same formula in numpy when torch is missing.
+
+    ``query_sqnorm``: the queries' ``squared_norms``, when the caller already has them (a streaming caller computing
+    column blocks against fixed queries: saves a query-sized temporary per block; same values)."""
     x = np.ascontiguousarray(np.asarray(query_feats, dtype=np.float32))
     y = np.ascontiguousarray(np.asarray(gallery_feats, dtype=np.float32))
     m, n = x.shape[0], y.shape[0]
@@ -45,12 +66,16 @@ def pairwise_distance(query_feats: Any, gallery_feats: Any) -> np.ndarray:
     try:
         import torch
     except ImportError:  # same formula; GEMM summation order may differ in the last bits
-        xx = np.square(x).sum(1, dtype=np.float32)
+        xx = np.square(x).sum(1, dtype=np.float32) if query_sqnorm is None else query_sqnorm
         yy = np.square(y).sum(1, dtype=np.float32)
         return (xx[:, None] + yy[None, :]) - np.float32(2) * (x @ y.T)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     with torch.no_grad():
-        dist = torch.pow(tx, 2).sum(1).unsqueeze(1).expand(m, n) + torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t()
+        xx = torch.pow(tx, 2).sum(1) if query_sqnorm is None else torch.from_numpy(
+            np.ascontiguousarray(query_sqnorm, dtype=np.float32))
+        if xx.shape != (m,):
+            raise MetricInputError(f"pairwise_distance: query_sqnorm has shape {tuple(xx.shape)}, expected ({m},)")
+        dist = xx.unsqueeze(1).expand(m, n) + torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t()
         dist.addmm_(tx, ty.t(), beta=1, alpha=-2)
     return dist.numpy()
 

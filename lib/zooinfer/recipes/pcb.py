@@ -77,6 +77,7 @@ class PartFeatureAccumulator:
         self._qbuf: np.ndarray | None = None  # (expected_queries, D) when the count is known, else rows in _qlist
         self._qlist: list[np.ndarray] = []
         self._Q: np.ndarray | None = None  # the float32 query matrix, fixed once the queries are final
+        self._Qnorm: np.ndarray | None = None  # its squared row norms, computed once (not a Q-sized temp per block)
         self._pending: list[np.ndarray] = []
         self._dist: np.ndarray | None = None  # (num_query, capacity) distance columns, ``_filled`` of them valid
         self._filled = 0
@@ -124,6 +125,7 @@ class PartFeatureAccumulator:
             q = rows[0] if len(rows) == 1 else np.concatenate(rows)
             self._Q = np.ascontiguousarray(q, dtype=np.float32)
             self._qbuf, self._qlist = None, []
+            self._Qnorm = reid.squared_norms(self._Q)
         return self._Q
 
     def _flush(self) -> None:
@@ -134,7 +136,8 @@ class PartFeatureAccumulator:
         k = len(g)
         if k < self.min_cols:  # keep the GEMM on the same code path as the guide's one big matrix product
             g = np.concatenate([g, np.zeros((self.min_cols - k, g.shape[1]), np.float32)])
-        cols = reid.pairwise_distance(self._query_matrix(), g)[:, :k]
+        q = self._query_matrix()
+        cols = reid.pairwise_distance(q, g, query_sqnorm=self._Qnorm)[:, :k]
         m = cols.shape[0]
         if self._dist is None or self._filled + k > self._dist.shape[1]:  # first block, or more than listed
             cap = max(self.expected_gallery or 0, self._filled + k, 2 * self._filled)

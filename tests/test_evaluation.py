@@ -79,3 +79,15 @@ def test_finish_writes_a_complete_run_folder(ev_ort, tmp_path, monkeypatch):
     assert doc["onnx"]["parity"][0]["output"] == "class" and doc["dataset"]["evaluated"] == 5
     assert "atc --framework=5" in doc["ascend_commands"]["atc"]
     assert (path / "throughput_latency.png").stat().st_size > 1000
+
+
+def test_profile_lists_operators_by_time_and_lands_in_metrics_json(ev_ort, tmp_path, monkeypatch):
+    rows = ev_ort.profile(top=5, runs=1)
+    assert 0 < len(rows) <= 5 and any("Conv" in r["op"] for r in rows)  # a CNN: convolutions among the top
+    times = [r["ms_per_run"] for r in rows]
+    assert times == sorted(times, reverse=True) and times[0] > 0 and sum(r["share"] for r in rows) <= 1.0 + 1e-9
+    monkeypatch.delenv("ZOOINFER_RUN_DIR", raising=False)
+    ev_ort.output_root = str(tmp_path)
+    doc = json.loads((ev_ort.finish() / "metrics.json").read_text())
+    assert doc["onnxruntime_profile"] == json.loads(json.dumps(rows))
+

@@ -28,6 +28,7 @@ limit = None            # evaluate only the first N images (None: all)
 static_batch = False    # export the ONNX graph with a fixed batch of bs (as the OM files are)
 batch_sizes = [1, 8]    # pure-inference sweep
 bench_min_time = 1.0    # seconds per batch size in the sweep
+profile_ops = False     # add the ONNX Runtime per-operator profile (top operators by time)
 prep_threads = None     # preprocessing threads per process (None: a quarter of the CPUs)
 workers = 1             # processes evaluating shards of the dataset (more than 1 uses Ray)
 ray_address = None      # Ray cluster to join (auto, or host:port), None for a local Ray instance
@@ -69,6 +70,8 @@ BENCH = """rows = ev.benchmark(batch_sizes, min_time=bench_min_time)
 report.show(rows, "Pure inference per batch size", ["backend", "bs", "throughput", "latency_ms_p50",
                                                      "latency_ms_p90", "latency_ms_p99", "cv", "unstable"])
 report.show([{"ratio": k, "value": round(v, 3)} for k, v in ev.ratios().items()], "Ratios")
+if profile_ops:
+    report.show(ev.profile(), f"ONNX Runtime per-operator profile, bs {bs} (top operators by time)")
 report.show([{"hardware": p.hardware, "source": p.source, **{f"bs{b}": f for b, f in p.fps.items()}}
              for p in ev.recipe.published.performance], "Published throughput (images/s)")
 report.plot_throughput(rows, title=f"{model}: this machine vs published", published=ev.recipe.published.performance);"""

@@ -61,6 +61,7 @@ class Evaluation:
         self.parity_rows: list[dict] = []
         self.batch_invariance: float | None = None
         self.bench_rows: list[dict] = []
+        self.profile_rows: list[dict] = []
         self.run_dir: report.RunDir | None = None
 
     # ------------------------------------------------------------------------------------------------ status
@@ -226,6 +227,16 @@ class Evaluation:
         self.bench_rows = rows
         return rows
 
+    def profile(self, top: int = 10, runs: int = 3) -> list[dict]:
+        """ONNX Runtime per-operator profile of ``runs`` batches of ``bs`` real samples: the ``top`` operator types
+        by time (ms per run, share of the profiled time). Same function as ``benchmarks/run.py --profile``."""
+        self._needs("model")
+        if self.onnx_path is None:
+            self.export()
+        batch = bench.make_batch(self.parity_inputs(4), self.bs)
+        self.profile_rows = bench.profile_top_ops(self.onnx_path, batch, runs=runs, top=top, threads=self.threads)
+        return self.profile_rows
+
     def ratios(self) -> dict[str, float | None]:
         """ONNX Runtime / PyTorch eager throughput per batch size, and end-to-end / pure inference at this bs."""
         by = {(r["backend"], r["bs"]): r["throughput"] for r in self.bench_rows}
@@ -269,6 +280,7 @@ class Evaluation:
             "throughput": self.bench_rows,
             "best_batch_size": bench.best_batch([x for x in self.bench_rows if x["backend"] == self.backend]),
             "ratios": self.ratios(),
+            "onnxruntime_profile": self.profile_rows or None,
             "stage_timings": res.stage_table() if res else None,
             "end_to_end": {"images_per_s": res.throughput, "wall_s": res.wall_s, "bs": res.batch_size} if res else None,
             "workers": res.workers if res else None,

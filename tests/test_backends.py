@@ -46,6 +46,20 @@ def test_onnxruntime_matches_torch_and_reports_dynamic_batch(tmp_path, tiny_mode
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_io_binding_path_gives_the_same_outputs(tmp_path, tiny_model):
+    """The GPU providers run through IO binding; the same code path is exercised here on the CPU device."""
+    from zooinfer.backends.onnxruntime import OrtSession
+
+    path = _onnx(tmp_path, tiny_model)
+    plain, bound = OrtSession(path, threads=1), OrtSession(path, threads=1, io_binding=True)
+    assert not plain.io_binding and bound.io_binding
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8), dtype=np.float32)
+    got, want = bound.run(x), plain.run(x)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+
+
 def test_static_onnx_batch_mismatch_is_a_clear_error(tmp_path, tiny_model):
     sess = open_session("onnxruntime", onnx_path=_onnx(tmp_path, tiny_model, batch=4), threads=1)
     assert sess.input_shape[0] == 4

@@ -68,13 +68,18 @@ def test_finish_writes_a_complete_run_folder(ev_ort, tmp_path, monkeypatch):
     ev_ort.bench_rows = [{"backend": "onnxruntime", "bs": 4, "throughput": 4.0, "latency_ms_p50": 1000.0,
                           "latency_ms_p90": 1000.0, "latency_ms_p99": 1000.0, "cv": 0.0, "unstable": False},
                          {"backend": "torch", "bs": 4, "throughput": 2.0, "latency_ms_p50": 2000.0,
-                          "latency_ms_p90": 2000.0, "latency_ms_p99": 2000.0, "cv": 0.0, "unstable": False}]
+                          "latency_ms_p90": 2000.0, "latency_ms_p99": 2000.0, "cv": 0.0, "unstable": False},
+                         {"backend": "onnxruntime", "bs": 8, "throughput": 3.0, "latency_ms_p50": 2667.0,
+                          "latency_ms_p90": 2667.0, "latency_ms_p99": 2667.0, "cv": 0.0, "unstable": False},
+                         {"backend": "torch", "bs": 8, "throughput": 9.0, "latency_ms_p50": 889.0,
+                          "latency_ms_p90": 889.0, "latency_ms_p99": 889.0, "cv": 0.0, "unstable": False}]
     path = ev_ort.finish()
     assert path.parent == tmp_path / "dpn131" and not path.name.startswith(".")
     doc = json.loads((path / "metrics.json").read_text())
     assert doc["accuracy_meaningful"] is False and doc["accuracy"]["n_images"] == 5
     assert doc["published"]["reference"] == {"top1": 0.79432, "top5": 0.94574}
     assert doc["ratios"]["onnxruntime_vs_torch_bs4"] == 2.0
+    assert doc["best_batch_size"] == 4 == ev_ort.best_batch()  # this run's backend, not torch's best (bs 8)
     assert doc["checkpoint"]["published_md5"] == "71e7844aa8646dc75494976c7c86241a"
     assert doc["onnx"]["parity"][0]["output"] == "class" and doc["dataset"]["evaluated"] == 5
     assert "atc --framework=5" in doc["ascend_commands"]["atc"]

@@ -204,6 +204,12 @@ def test_accumulator_keeps_compact_rows_and_rejects_bad_dicts(dets):
     back = acc.results  # exact round trip of the dicts, order kept
     assert [(b["image_id"], b["category_id"], b["bbox"], b["score"]) for b in back] == \
         [(d["image_id"], d["category_id"], d["bbox"], d["score"]) for d in dets]
-    _close({k: acc.compute()[k] for k in coco.STAT_NAMES}, REF["all"])
+    out = acc.compute()
+    _close({k: out[k] for k in coco.STAT_NAMES}, REF["all"])
+    # compute() hands pycocotools lean dicts (a shared empty segmentation, no copies): the same stats, bit for bit,
+    # as the public path with pycocotools' own polygons, and the accumulator's results stay as they were
+    full = coco.evaluate(acc.results, GT)
+    assert {k: out[k] for k in coco.STAT_NAMES} == {k: full[k] for k in coco.STAT_NAMES}
+    assert all(set(d) == {"image_id", "category_id", "bbox", "score"} for d in acc.results)
     with pytest.raises(MetricInputError, match="bbox"):
         acc.update(Sample("x", ""), [{"image_id": 100, "category_id": 1, "score": 0.5}])

@@ -69,6 +69,7 @@ show_top5(result.kept);"""
 BENCH = """rows = ev.benchmark(batch_sizes, min_time=bench_min_time)
 report.show(rows, "Pure inference per batch size", ["backend", "bs", "throughput", "latency_ms_p50",
                                                      "latency_ms_p90", "latency_ms_p99", "cv", "unstable"])
+print(f"best batch size for {backend} on this machine: {ev.best_batch()} (of {sorted(set(r['bs'] for r in rows))})")
 report.show([{"ratio": k, "value": round(v, 3)} for k, v in ev.ratios().items()], "Ratios")
 if profile_ops:
     report.show(ev.profile(), f"ONNX Runtime per-operator profile, bs {bs} (top operators by time)")

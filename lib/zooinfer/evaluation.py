@@ -227,6 +227,10 @@ class Evaluation:
         self.bench_rows = rows
         return rows
 
+    def best_batch(self) -> int | None:
+        """The swept batch size with the highest pure-inference throughput on this run's backend (``benchmark()``)."""
+        return bench.best_batch([r for r in self.bench_rows if r["backend"] == self.backend])
+
     def profile(self, top: int = 10, runs: int = 3) -> list[dict]:
         """ONNX Runtime per-operator profile of ``runs`` batches of ``bs`` real samples: the ``top`` operator types
         by time (ms per run, share of the profiled time). Same function as ``benchmarks/run.py --profile``."""
@@ -278,7 +282,7 @@ class Evaluation:
                           "other": [{"source": s, **v} for s, v in r.published.other]},
             "accuracy_vs_published": self.accuracy() if res else None,
             "throughput": self.bench_rows,
-            "best_batch_size": bench.best_batch([x for x in self.bench_rows if x["backend"] == self.backend]),
+            "best_batch_size": self.best_batch(),
             "ratios": self.ratios(),
             "onnxruntime_profile": self.profile_rows or None,
             "stage_timings": res.stage_table() if res else None,

@@ -89,6 +89,11 @@ def test_distance_as_the_guide():
     norms = reid.squared_norms(IN["query_feats"])
     assert np.array_equal(reid.squared_norms(IN["query_feats"], rows=2), norms)  # chunked: same bits
     assert np.array_equal(reid.pairwise_distance(IN["query_feats"], IN["gallery_feats"], query_sqnorm=norms), d)
+    buf = np.full(d.shape, np.nan, np.float32)  # written in place: same bits
+    assert reid.pairwise_distance(IN["query_feats"], IN["gallery_feats"], query_sqnorm=norms, out=buf) is not None
+    assert np.array_equal(buf, d)
+    with pytest.raises(MetricInputError, match="out must be"):
+        reid.pairwise_distance(IN["query_feats"], IN["gallery_feats"], out=np.zeros(d.shape[::-1], np.float32))
     with pytest.raises(MetricInputError, match="query_sqnorm"):
         reid.pairwise_distance(IN["query_feats"], IN["gallery_feats"], query_sqnorm=norms[:-1])
 

@@ -99,6 +99,20 @@ def test_update_order_does_not_matter():
         assert got[k] == pytest.approx(v, abs=1e-12), k
 
 
+def test_gallery_backlog_before_the_queries_grows_the_buffer_and_keeps_every_column():
+    """Gallery features that arrive while queries are still missing wait (the buffer grows past one block), then
+    stream in blocks; the distances are those of the whole set, in arrival order."""
+    q, g = _hand_entries()
+    acc = PartFeatureAccumulator(_dataset_of([(None, p, c) for _, p, c, _ in q]), block=3, min_cols=2)
+    _run(g[:10] + q + g[10:], acc)
+    # the 10 waiting (buffer grown 3 -> 6 -> 12) flush when the last query arrives, then a block of 3; 1 left over
+    assert len(acc._gbuf) == 12 and acc._filled == 13 and acc._gn == 1
+    expected_d = np.array([[12 - 2 * sum(a == b for a, b in zip(qc, gc)) for _, _, gc in HAND_GALLERY]
+                           for _, _, qc in HAND_QUERIES], np.float32)
+    np.testing.assert_array_equal(acc.distances(), expected_d)
+    assert acc.compute()["mAP"] == pytest.approx(HAND_EXPECTED["mAP"], abs=1e-12)
+
+
 def test_no_valid_query_and_missing_split_are_clear_errors():
     q, g = _hand_entries()
     with pytest.raises(MetricInputError, match="no valid query"):

@@ -50,13 +50,15 @@ def squared_norms(feats: Any, rows: int = 256) -> np.ndarray:
     return out
 
 
-def pairwise_distance(query_feats: Any, gallery_feats: Any, query_sqnorm: np.ndarray | None = None) -> np.ndarray:
+def pairwise_distance(query_feats: Any, gallery_feats: Any, query_sqnorm: np.ndarray | None = None,
+                      out: np.ndarray | None = None) -> np.ndarray:
     """(m, n) float32 squared Euclidean distances as the guide computes them: features flattened per row,
     ``||x||^2 + ||y||^2`` then ``addmm_(beta=1, alpha=-2, x, y.T)`` in float32 with torch (no sqrt, no clamp:
     tiny negative values are possible). Falls back to the same formula in numpy when torch is missing.
 
     ``query_sqnorm``: the queries' ``squared_norms``, when the caller already has them (a streaming caller computing
-    column blocks against fixed queries: saves a query-sized temporary per block; same values)."""
+    column blocks against fixed queries: saves a query-sized temporary per block; same values). ``out``: a
+    C-contiguous float32 (m, n) array to write the result into (a streaming caller reuses one; same values)."""
     x = np.ascontiguousarray(np.asarray(query_feats, dtype=np.float32))
     y = np.ascontiguousarray(np.asarray(gallery_feats, dtype=np.float32))
     m, n = x.shape[0], y.shape[0]
@@ -75,7 +77,14 @@ def pairwise_distance(query_feats: Any, gallery_feats: Any, query_sqnorm: np.nda
             np.ascontiguousarray(query_sqnorm, dtype=np.float32))
         if xx.shape != (m,):
             raise MetricInputError(f"pairwise_distance: query_sqnorm has shape {tuple(xx.shape)}, expected ({m},)")
-        dist = xx.unsqueeze(1).expand(m, n) + torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t()
+        if out is None:
+            dist = xx.unsqueeze(1).expand(m, n) + torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t()
+        else:
+            if out.dtype != np.float32 or out.shape != (m, n) or not out.flags.c_contiguous:
+                raise MetricInputError(f"pairwise_distance: out must be C-contiguous float32 {(m, n)}, got "
+                                       f"{out.dtype} {out.shape}")
+            dist = torch.from_numpy(out)
+            torch.add(xx.unsqueeze(1).expand(m, n), torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t(), out=dist)
         dist.addmm_(tx, ty.t(), beta=1, alpha=-2)
     return dist.numpy()
 

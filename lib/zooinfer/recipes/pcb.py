@@ -78,7 +78,13 @@ class PartFeatureAccumulator:
         self._qlist: list[np.ndarray] = []
         self._Q: np.ndarray | None = None  # the float32 query matrix, fixed once the queries are final
         self._Qnorm: np.ndarray | None = None  # its squared row norms, computed once (not a Q-sized temp per block)
-        self._pending: list[np.ndarray] = []
+        #: gallery features waiting for their distance columns, copied into one reused buffer (grown only while
+        #: queries are still missing): no per-feature arrays, no stacking, and the batch outputs are let go at once
+        self._gbuf: np.ndarray | None = None
+        self._gn = 0
+        #: one reused buffer for a block's (num_query, block) distance columns: a fresh one per block of a size that
+        #: grows with the queries fragments the allocator's heap over a long run
+        self._cols: np.ndarray | None = None
         self._dist: np.ndarray | None = None  # (num_query, capacity) distance columns, ``_filled`` of them valid
         self._filled = 0
         self.query_samples: list[Any] = []
@@ -111,11 +117,17 @@ class PartFeatureAccumulator:
             if self.expected_queries is not None and n + 1 == self.expected_queries:
                 self._queries_final = True
         else:
-            self._pending.append(f)
+            if self._gbuf is None or self._gn == len(self._gbuf):
+                grown = np.zeros((max(self.block, self.min_cols, 2 * self._gn), f.size), np.float32)
+                if self._gbuf is not None:
+                    grown[:self._gn] = self._gbuf[:self._gn]
+                self._gbuf = grown
+            self._gbuf[self._gn] = f
+            self._gn += 1
             self.gallery_samples.append(sample)
             self.g_pids.append(pid)
             self.g_camids.append(camid)
-        if self._queries_final and len(self._pending) >= self.block:
+        if self._queries_final and self._gn >= self.block:
             self._flush()
 
     def _query_matrix(self) -> np.ndarray:
@@ -129,16 +141,18 @@ class PartFeatureAccumulator:
         return self._Q
 
     def _flush(self) -> None:
-        if not self._pending or not self.q_pids:
+        if not self._gn or not self.q_pids:
             return
-        g = np.stack(self._pending)
-        self._pending = []
-        k = len(g)
+        k, self._gn = self._gn, 0
         if k < self.min_cols:  # keep the GEMM on the same code path as the guide's one big matrix product
-            g = np.concatenate([g, np.zeros((self.min_cols - k, g.shape[1]), np.float32)])
+            self._gbuf[k:self.min_cols] = 0.0
+        g = self._gbuf[:max(k, self.min_cols)]
         q = self._query_matrix()
-        cols = reid.pairwise_distance(q, g, query_sqnorm=self._Qnorm)[:, :k]
-        m = cols.shape[0]
+        m, n = q.shape[0], g.shape[0]
+        if self._cols is None or self._cols.size < m * n:
+            self._cols = np.empty(m * n, np.float32)
+        out = self._cols[:m * n].reshape(m, n)  # C-contiguous (m, n), as a fresh result would be
+        cols = reid.pairwise_distance(q, g, query_sqnorm=self._Qnorm, out=out)[:, :k]
         if self._dist is None or self._filled + k > self._dist.shape[1]:  # first block, or more than listed
             cap = max(self.expected_gallery or 0, self._filled + k, 2 * self._filled)
             grown = np.empty((m, cap), np.float32)

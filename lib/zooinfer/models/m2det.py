@@ -19,6 +19,7 @@ from torch import nn
 
 from .checkpoints import load_weights, read_checkpoint
 from .synthetic import init_synthetic
+from .vgg import conv_stack, fc6_fc7
 
 #: ``m2det_config`` of configs/m2det512_vgg.py
 INPUT_SIZE, PLANES, NUM_LEVELS, NUM_SCALES, NUM_CLASSES = 512, 256, 8, 6, 81
@@ -84,21 +85,9 @@ class TUM(nn.Module):
 
 
 def vgg16_reducedfc() -> list[nn.Module]:
-    """The 35 modules of upstream ``vgg(base, 3)`` (keys ``base.{0,2,5,...,33}.weight/bias``)."""
-    layers: list[nn.Module] = []
-    c = 3
-    for v in VGG16_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        elif v == "C":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
-        else:
-            layers += [nn.Conv2d(c, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            c = v
-    layers += [nn.MaxPool2d(kernel_size=3, stride=1, padding=1),  # pool5
-               nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6), nn.ReLU(inplace=True),  # conv6
-               nn.Conv2d(1024, 1024, kernel_size=1), nn.ReLU(inplace=True)]  # conv7
-    return layers
+    """The 35 modules of upstream ``vgg(base, 3)`` (keys ``base.{0,2,5,...,33}.weight/bias``): the VGG-16 convs with
+    a ceil-mode third pool, pool5 = 3x3 stride 1 pad 1, then fc6/fc7 as convolutions."""
+    return conv_stack(VGG16_CFG) + [nn.MaxPool2d(kernel_size=3, stride=1, padding=1)] + fc6_fc7()
 
 
 class M2Det(nn.Module):

@@ -22,6 +22,7 @@ from torch import nn
 
 from .checkpoints import load_weights, read_checkpoint
 from .synthetic import init_synthetic
+from .vgg import conv_stack, fc6_fc7
 
 #: VGG16 conv widths ('M' = 2x2 max pool, floor rounding), then fc6 (3x3 dilation 6) and fc7 (1x1) as convs
 VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -35,17 +36,7 @@ TAPS = (16, 23, 30, 35)
 
 def vgg_layers() -> list[nn.Module]:
     """The 35 ``vgg.{i}`` modules: conv1_1 .. conv5_3 (3x3 pad 1, ReLU), 5 pools, fc6, ReLU, fc7, ReLU."""
-    layers: list[nn.Module] = []
-    c = 3
-    for v in VGG_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            layers += [nn.Conv2d(c, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            c = v
-    layers += [nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6), nn.ReLU(inplace=True),
-               nn.Conv2d(1024, 1024, kernel_size=1), nn.ReLU(inplace=True)]
-    return layers
+    return conv_stack(VGG_CFG) + fc6_fc7()
 
 
 def extra_layers() -> list[nn.Module]:

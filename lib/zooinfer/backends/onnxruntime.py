@@ -116,8 +116,6 @@ class OrtSession:
         #: GPU providers: the batch is bound once and outputs are allocated on the device by ONNX Runtime and copied
         #: back once (no intermediate host buffers); on CPU the plain ``run`` is already zero-copy
         self.io_binding = (backend != "onnxruntime") if io_binding is None else bool(io_binding)
-        self._out_device = "cuda" if backend != "onnxruntime" else "cpu"
-        self._device_id = device_id
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         check_batch(self, batch)
@@ -126,8 +124,9 @@ class OrtSession:
             return self.sess.run(None, {self.input_name: x})
         binding = self.sess.io_binding()
         binding.bind_cpu_input(self.input_name, x)
+        kind, _, index = self.device.partition(":")  # "cpu" or "cuda:<id>"
         for name in self.output_names:
-            binding.bind_output(name, self._out_device, self._device_id)
+            binding.bind_output(name, kind, int(index or 0))
         self.sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 

@@ -77,14 +77,11 @@ def pairwise_distance(query_feats: Any, gallery_feats: Any, query_sqnorm: np.nda
             np.ascontiguousarray(query_sqnorm, dtype=np.float32))
         if xx.shape != (m,):
             raise MetricInputError(f"pairwise_distance: query_sqnorm has shape {tuple(xx.shape)}, expected ({m},)")
-        if out is None:
-            dist = xx.unsqueeze(1).expand(m, n) + torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t()
-        else:
-            if out.dtype != np.float32 or out.shape != (m, n) or not out.flags.c_contiguous:
-                raise MetricInputError(f"pairwise_distance: out must be C-contiguous float32 {(m, n)}, got "
-                                       f"{out.dtype} {out.shape}")
-            dist = torch.from_numpy(out)
-            torch.add(xx.unsqueeze(1).expand(m, n), torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t(), out=dist)
+        if out is not None and (out.dtype != np.float32 or out.shape != (m, n) or not out.flags.c_contiguous):
+            raise MetricInputError(f"pairwise_distance: out must be C-contiguous float32 {(m, n)}, got "
+                                   f"{out.dtype} {out.shape}")
+        dist = torch.add(xx.unsqueeze(1).expand(m, n), torch.pow(ty, 2).sum(1).unsqueeze(1).expand(n, m).t(),
+                         out=None if out is None else torch.from_numpy(out))
         dist.addmm_(tx, ty.t(), beta=1, alpha=-2)
     return dist.numpy()
 

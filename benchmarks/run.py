@@ -37,19 +37,6 @@ from zooinfer.backends import open_session  # noqa: E402
 from zooinfer.evaluation import Evaluation  # noqa: E402
 from zooinfer.flops import count_flops  # noqa: E402
 
-#: batch sizes per model (the heaviest ones are too slow on a CPU for large batches)
-BATCH_SIZES = {"dpn131": (1, 8, 32), "ssd_resnet34": (1, 8, 32), "m2det": (1, 8), "pcb": (1, 8, 32),
-               "pyramidbox": (1,)}
-#: samples in the end-to-end stream and the memory streams (short, long)
-STREAM = {"dpn131": 64, "ssd_resnet34": 64, "m2det": 24, "pcb": 128, "pyramidbox": 4}
-MEMORY = {"dpn131": (2000, 20000), "ssd_resnet34": (2000, 20000), "m2det": (1000, 10000), "pcb": (2000, 20000),
-          "pyramidbox": (100, 1000)}
-#: ``--quick``: shorter streams where postprocessing makes them slow; PCB keeps 2,000 short samples so that both of
-#: its streams include gallery blocks (the short one must exercise the same code paths as the long one)
-MEMORY_QUICK = {"dpn131": (200, 2000), "ssd_resnet34": (500, 5000), "m2det": (100, 1000), "pcb": (2000, 20000),
-                "pyramidbox": (10, 100)}
-
-
 def _stats(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
@@ -78,8 +65,7 @@ def end_to_end_vs_pure(ev: Evaluation, samples: np.ndarray, n: int, bs: int, rep
     stream = long_stream(ds, n)
     sess = open_session("onnxruntime", onnx_path=ev.onnx_path)
     sess.run(bench.make_batch(samples, bs))  # warm-up outside both timings (first-run allocations)
-    arrays, _ = ev.recipe.preprocess(ds[0].path)
-    views = len(arrays) if isinstance(arrays, (tuple, list)) else 1  # PyramidBox: image + mirrored copy
+    views = len(ev.recipe.preprocess(ds[0].path)[0])  # PyramidBox: image + mirrored copy
     e2e, pure, share = [], [], []
     for _ in range(repeats):
         res = pipeline.run(ev.recipe, stream, sess, bs=bs, progress=False)
@@ -211,11 +197,12 @@ def bench_model(name: str, args) -> dict:
     ev.prepare()
     ev.export()
     samples = ev.parity_inputs(4)
-    sizes = BATCH_SIZES.get(name, (1, 8))[: 2 if args.quick else None]
+    plan = ev.recipe.bench
+    sizes = plan.batch_sizes[: 2 if args.quick else None]
     result: dict = {"model": name, "parity": ev.parity_rows}
     result["ort_vs_torch"] = ort_vs_torch(ev, samples, sizes, args.repeats, args.min_time)
     e2e_bs = 8 if 8 in sizes else sizes[-1]
-    n_stream = STREAM.get(name, 32) // (4 if args.quick else 1)
+    n_stream = plan.stream // (4 if args.quick else 1)
     # at least 3 batches: with one or two, filling and draining the pipeline (nothing to overlap) dominate
     result["end_to_end"] = end_to_end_vs_pure(ev, samples, max(n_stream, 3 * e2e_bs), e2e_bs, args.repeats)
     flops = count_flops(ev.onnx_path, (1, *ev.recipe.input_shape))
@@ -225,7 +212,7 @@ def bench_model(name: str, args) -> dict:
     result["achieved_at_bs"] = best["bs"]
     result["preprocess_ips_per_thread"] = preprocess_rate(ev)
     if not args.no_memory:
-        short, long = (MEMORY_QUICK if args.quick else MEMORY).get(name, (200, 2000) if args.quick else (2000, 20000))
+        short, long = plan.memory_quick if args.quick else plan.memory
         result["memory"] = memory_growth(name, short, long, e2e_bs)
     if args.profile:
         result["profile"] = bench.profile_top_ops(ev.onnx_path, bench.make_batch(samples, e2e_bs))

@@ -47,7 +47,7 @@ def tiny_preprocess(path: str):
 def make_recipe(multi_view: bool = False) -> Recipe:
     def pre(path):
         x, meta = tiny_preprocess(path)
-        return ((x, x[:, :, ::-1].copy()), meta) if multi_view else (x, meta)
+        return ((x, x[:, :, ::-1].copy()), meta) if multi_view else ((x,), meta)
 
     return Recipe(
         name="tiny", task="classification", input_shape=(3, 8, 8), input_names=["image"],

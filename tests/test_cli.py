@@ -38,5 +38,5 @@ def test_bins_writes_inputs_and_info(tmp_path, capsys):
 
     r = recipes.get("dpn131")
     ds = r.open_dataset(None)
-    np.testing.assert_array_equal(np.fromfile(files[0], np.float32).reshape(3, 224, 224), r.preprocess(ds[0].path)[0])
+    np.testing.assert_array_equal(np.fromfile(files[0], np.float32).reshape(3, 224, 224), r.preprocess(ds[0].path)[0][0])
     assert (tmp_path / "prep_bin.info").read_text().splitlines()[0].endswith("ILSVRC2012_val_00000001.bin 224 224")

@@ -1,4 +1,5 @@
-"""Box code shared by the detectors: IoU, greedy hard NMS, SSD default boxes, decoding and the guides' selection.
+"""Box code shared by the detectors: IoU, greedy hard NMS (plain and class-aware) and soft-NMS. No model facts:
+each model's priors, decoding and selection live in its own folder (``models/<name>/head.py``).
 
 Conventions: boxes are ``(N, 4)`` arrays ``x1 y1 x2 y2`` (xyxy) unless a name says ``cxcywh``; normalised [0, 1]
 image coordinates for SSD-style heads; labels are 0-based foreground class indices.
@@ -307,153 +308,18 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray, iou_thr
     return order[_greedy_kept(b[order], group[order], iou_threshold, suppress_equal, plus_one, union, max_out)]
 
 
-# ------------------------------------------------------------------------------------------------------- SSD300 boxes
-#: NVIDIA / MLPerf SSD300 ``dboxes300_coco()`` constants (specs/ssd_resnet34.md 6.1)
-SSD300_COCO = dict(fig_size=300, feat_size=(38, 19, 10, 5, 3, 1), steps=(8, 16, 32, 64, 100, 300),
-                   scales=(21, 45, 99, 153, 207, 261, 315), aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
+# ------------------------------------------------------------------------------------------------------- decoding
+def decode_center_offsets(loc: np.ndarray, priors: np.ndarray, variance: Sequence[float] = (0.1, 0.2)) -> np.ndarray:
+    """The SSD-family ``decode`` (PyramidBox's and M2Det's upstream ``box_utils.decode``): offsets ``loc (A, 4)`` + priors ``(A, 4)`` cx cy w h -> float32 xyxy ``(A, 4)``, normalised.
 
-
-@lru_cache(maxsize=8)
-def _ssd_default_boxes(fig_size: int, feat_size: tuple, steps: tuple, scales: tuple,
-                       aspect_ratios: tuple) -> np.ndarray:
-    blocks = []
-    for idx, sfeat in enumerate(feat_size):
-        fk = fig_size / steps[idx]
-        sk1 = scales[idx] / fig_size
-        sk2 = scales[idx + 1] / fig_size
-        sk3 = math.sqrt(sk1 * sk2)
-        sizes = [(sk1, sk1), (sk3, sk3)]
-        for alpha in aspect_ratios[idx]:
-            w, h = sk1 * math.sqrt(alpha), sk1 / math.sqrt(alpha)
-            sizes += [(w, h), (h, w)]
-        i, j = np.meshgrid(np.arange(sfeat), np.arange(sfeat), indexing="ij")  # row-major: i (row) outer
-        cx, cy = ((j + 0.5) / fk).ravel(), ((i + 0.5) / fk).ravel()
-        for w, h in sizes:  # size-major: all locations of one size, then the next size
-            blocks.append(np.stack([cx, cy, np.full_like(cx, w), np.full_like(cx, h)], axis=1))
-    boxes = np.clip(np.concatenate(blocks).astype(np.float32), 0.0, 1.0)  # float64 -> float32, then clamp all four
-    boxes.flags.writeable = False
-    return boxes
-
-
-def ssd_default_boxes(fig_size: int = 300, feat_size: Sequence[int] = SSD300_COCO["feat_size"],
-                      steps: Sequence[int] = SSD300_COCO["steps"], scales: Sequence[int] = SSD300_COCO["scales"],
-                      aspect_ratios: Sequence[Sequence[int]] = SSD300_COCO["aspect_ratios"]) -> np.ndarray:
-    """SSD default boxes, float32 ``(A, 4)`` cx cy w h in [0, 1] (8732 for SSD300), read-only and cached.
-
-    Order = the head's flattening (default-box-major within a layer): per layer, per size (s1, s1), (s3, s3), then
-    (s1*sqrt(a), s1/sqrt(a)), (s1/sqrt(a), s1*sqrt(a)) per ratio a; per row i; per column j. Centres use
-    fk = fig_size / step (not the feature size); computed in float64, rounded to float32, all four values clamped
-    to [0, 1] (as upstream ``DefaultBoxes``)."""
-    return _ssd_default_boxes(int(fig_size), tuple(feat_size), tuple(steps), tuple(scales),
-                              tuple(tuple(a) for a in aspect_ratios))
-
-
-def ssd_layer_offsets(feat_size: Sequence[int] = SSD300_COCO["feat_size"],
-                      aspect_ratios: Sequence[Sequence[int]] = SSD300_COCO["aspect_ratios"]) -> list[int]:
-    """Start index of each layer along the anchor axis (SSD300: 0, 5776, 7942, 8542, 8692, 8728)."""
-    counts = [(2 + 2 * len(a)) * f * f for f, a in zip(feat_size, aspect_ratios)]
-    return [int(v) for v in np.concatenate([[0], np.cumsum(counts)[:-1]])]
-
-
-def ssd_decode(ploc: np.ndarray, plabel: np.ndarray, dboxes: np.ndarray | None = None, scale_xy: float = 0.1,
-               scale_wh: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """One image's SSD outputs -> (xyxy boxes (A, 4) float32 normalised, softmax probabilities (A, C) float32).
-
-    ``ploc (4, A)`` encoded offsets, ``plabel (C, A)`` raw logits (class 0 = background). Boxes:
-    cx = (0.1*tx)*dw + dcx, w = exp(0.2*tw)*dw, then xyxy = cx -+ w/2; no clipping. Softmax over all C logits.
-    Computed with torch float32 operations in the order of the guide's ``scale_back_batch`` (same softmax and exp
-    kernels as the reference, so the results are bit-identical to it; the inputs are not modified).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    d = torch.tensor(ssd_default_boxes() if dboxes is None else np.asarray(dboxes), dtype=torch.float32)
-    b = torch.from_numpy(np.array(ploc, dtype=np.float32, copy=True))[None].permute(0, 2, 1)
-    s = torch.from_numpy(np.ascontiguousarray(plabel, dtype=np.float32))[None].permute(0, 2, 1)
-    with torch.no_grad():
-        b[:, :, :2] = scale_xy * b[:, :, :2]
-        b[:, :, 2:] = scale_wh * b[:, :, 2:]
-        b[:, :, :2] = b[:, :, :2] * d[None, :, 2:] + d[None, :, :2]
-        b[:, :, 2:] = b[:, :, 2:].exp() * d[None, :, 2:]
-        l, t = b[:, :, 0] - 0.5 * b[:, :, 2], b[:, :, 1] - 0.5 * b[:, :, 3]
-        r, btm = b[:, :, 0] + 0.5 * b[:, :, 2], b[:, :, 1] + 0.5 * b[:, :, 3]
-        boxes = torch.stack([l, t, r, btm], dim=-1)[0]
-        probs = F.softmax(s, dim=-1)[0]
-    return boxes.numpy(), probs.numpy()
-
-
-def ssd_select(boxes: np.ndarray, probs: np.ndarray, *, score_threshold: float = 0.05, max_anchors: int = 200,
-               iou_threshold: float = 0.5, max_detections: int = 200,
-               coordinate_trick: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The SSD-ResNet34 guide's selection (``ssd_postprocess.py``, specs/ssd_resnet34.md 6.3) for one image.
-
-    ``boxes (A, 4)`` normalised xyxy and ``probs (A, 1 + K)`` softmax probabilities with background in column 0.
-    1. boxes -> (boxes + 1) / 2; 2. keep anchors whose best foreground probability > 0.05 (float32 compare);
-    3. at most the 200 best of them (by that probability); 4. every kept anchor with every one of the K classes
-    (no per-class threshold); 5. class-aware NMS, IoU > 0.5 (torchvision 0.6 ``batched_nms``: coordinate trick);
-    6. boxes -> boxes * 2 - 1; 7. the 200 highest scores. Returns (boxes (D, 4) normalised xyxy float32,
-    labels (D,) 0-based foreground class, scores (D,) float32), in descending score order.
-    """
-    b = np.asarray(boxes, dtype=np.float32)
-    p = np.asarray(probs, dtype=np.float32)[:, 1:]
-    k = p.shape[1]
-    b = (b + np.float32(1)) / np.float32(2)
-    best = p.max(axis=1)
-    keep = np.flatnonzero(best > np.float32(score_threshold))
-    if keep.size > max_anchors:
-        keep = keep[np.argsort(-best[keep], kind="stable")[:max_anchors]]
-    cand_boxes = np.repeat(b[keep], k, axis=0)  # anchor-major, class-minor (as ``repeat(1, 80, 1).view(-1, 4)``)
-    cand_scores = p[keep].reshape(-1)
-    cand_labels = np.tile(np.arange(k, dtype=np.int64), keep.size)
-    kept = batched_nms(cand_boxes, cand_scores, cand_labels, iou_threshold, coordinate_trick=coordinate_trick,
-                       max_out=max_detections)
-    out = cand_boxes[kept] * np.float32(2) - np.float32(1)
-    return out.reshape(-1, 4), cand_labels[kept], cand_scores[kept]
-
-
-# ------------------------------------------------------------------------------------------------------- PyramidBox
-#: yxlijun/Pyramidbox.pytorch ``data/config.py`` (specs/pyramidbox.md 6.1-6.2); KEEP_TOP_K (750) is bbox voting's cap
-PYRAMIDBOX_CFG = dict(steps=(4, 8, 16, 32, 64, 128), anchor_sizes=(16, 32, 64, 128, 256, 512), variance=(0.1, 0.2),
-                      conf_thresh=0.05, nms_thresh=0.3, top_k=5000)
-
-
-@lru_cache(maxsize=8)
-def _pyramidbox_priors(height: int, width: int, feature_maps: tuple, steps: tuple, sizes: tuple) -> np.ndarray:
-    blocks = []
-    for (fh, fw), step, size in zip(feature_maps, steps, sizes):
-        f_kw, f_kh = width / step, height / step  # not the map size: 1000 / 16 = 62.5 for a 62-wide map
-        i, j = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")  # row-major: i (row) outer
-        cx, cy = ((j + 0.5) / f_kw).ravel(), ((i + 0.5) / f_kh).ravel()
-        blocks.append(np.stack([cx, cy, np.full_like(cx, size / width), np.full_like(cx, size / height)], axis=1))
-    out = np.concatenate(blocks).astype(np.float32)  # Python float64 -> float32 (torch.Tensor(list)); no clipping
-    out.flags.writeable = False
-    return out
-
-
-def pyramidbox_priors(height: int, width: int, feature_maps: Sequence[Sequence[int]],
-                      steps: Sequence[int] = PYRAMIDBOX_CFG["steps"],
-                      anchor_sizes: Sequence[int] = PYRAMIDBOX_CFG["anchor_sizes"]) -> np.ndarray:
-    """Upstream ``PriorBox`` for an input of ``height`` x ``width``: float32 ``(A, 4)`` cx cy w h normalised to the
-    input, one square anchor per location, layer by layer, row-major (read-only, cached).
-
-    ``feature_maps``: the six source maps' (H_k, W_k) (1000x1000: 250, 125, 62, 31, 16, 8). Centres
-    ``(j + 0.5) / (W / step_k)``, sizes ``anchor_k / W`` (and H for y), computed in float64, stored as float32."""
-    fm = tuple((int(h), int(w)) for h, w in feature_maps)
-    return _pyramidbox_priors(int(height), int(width), fm, tuple(steps), tuple(anchor_sizes))
-
-
-def pyramidbox_decode(loc: np.ndarray, priors: np.ndarray,
-                      variance: Sequence[float] = PYRAMIDBOX_CFG["variance"]) -> np.ndarray:
-    """Upstream ``decode``: offsets ``loc (A, 4)`` + priors ``(A, 4)`` cx cy w h -> float32 xyxy ``(A, 4)``, normalised.
-
-    cx = pcx + tx * 0.1 * pw, w = pw * exp(tw * 0.2); x1 = cx - w / 2, then x2 = x1 + w (from x1, not cx + w / 2).
+    cx = pcx + tx * variance[0] * pw, w = pw * exp(tw * variance[1]); x1 = cx - w / 2, then x2 = x1 + w (from x1, not cx + w / 2).
     Run with the same torch float32 operations on the whole array as upstream (same exp kernel: bit-identical)."""
     import torch
 
     l = torch.from_numpy(np.ascontiguousarray(loc, dtype=np.float32))
     p = torch.from_numpy(np.array(priors, dtype=np.float32))
     if l.ndim != 2 or l.shape[1] != 4 or l.shape != p.shape:
-        raise ValueError(f"pyramidbox_decode: loc and priors must both be (A, 4), got {tuple(l.shape)} and "
+        raise ValueError(f"decode_center_offsets: loc and priors must both be (A, 4), got {tuple(l.shape)} and "
                          f"{tuple(p.shape)}")
     with torch.no_grad():
         boxes = torch.cat((p[:, :2] + l[:, :2] * variance[0] * p[:, 2:], p[:, 2:] * torch.exp(l[:, 2:] * variance[1])),
@@ -463,112 +329,7 @@ def pyramidbox_decode(loc: np.ndarray, priors: np.ndarray,
     return boxes.numpy()
 
 
-def pyramidbox_detect(boxes: np.ndarray, scores: np.ndarray, *, conf_thresh: float = PYRAMIDBOX_CFG["conf_thresh"],
-                      nms_thresh: float = PYRAMIDBOX_CFG["nms_thresh"],
-                      top_k: int = PYRAMIDBOX_CFG["top_k"]) -> np.ndarray:
-    """Upstream test-phase ``Detect`` for one image's face class: float32 rows ``(K, 5)`` score x1 y1 x2 y2.
-
-    ``boxes (A, 4)`` decoded xyxy, ``scores (A,)`` softmax face probability. Candidates: score > 0.05 (float32
-    compare, as ``gt`` on a float tensor). Their scores are ordered with ``torch.sort`` (ascending; the CPU sort is
-    not stable for large inputs, so ties are ordered exactly as upstream's call orders them) and the last ``top_k``
-    (5000) are kept. Greedy NMS from the highest: suppress IoU > 0.3 (float32 compare of
-    ``inter / ((area_rest - inter) + area_kept)``, areas without +1). Rows in keep order (descending score), no
-    padding (upstream zero-pads to 5000). ``nms`` below gets each candidate's rank in that order as its score, so
-    it follows the torch order exactly.
-    """
-    import torch
-
-    b = np.asarray(boxes, dtype=np.float32)
-    s = np.asarray(scores, dtype=np.float32)
-    if b.ndim != 2 or b.shape[1] != 4 or s.shape != (b.shape[0],):
-        raise ValueError(f"pyramidbox_detect: boxes must be (A, 4) and scores (A,), got {b.shape} and {s.shape}")
-    cand = np.flatnonzero(s > np.float32(conf_thresh))
-    if cand.size == 0:  # upstream's nms returns a bare tensor here and Detect fails to unpack it: we return nothing
-        return np.zeros((0, 5), dtype=np.float32)
-    _, idx = torch.from_numpy(np.ascontiguousarray(s[cand])).sort(0)  # ascending, as upstream nms
-    order = cand[idx.numpy()[-top_k:]]
-    kept = order[nms(b[order], np.arange(order.size), np.float32(nms_thresh), union="b-i+a")]
-    rows = np.empty((kept.size, 5), dtype=np.float32)
-    rows[:, 0] = s[kept]
-    rows[:, 1:] = b[kept]
-    return rows
-
-
-# ------------------------------------------------------------------------------------------------------- M2Det
-#: configs/m2det512_vgg.py ``anchor_config`` with upstream ``mk_anchors(512, 512, ...)`` (specs/m2det.md 6.1) and
-#: ``test_cfg`` as the guide really runs it (6.3-6.4): soft-NMS gets ``iou`` 0.45 in its unused ``sigma`` slot, so the
-#: effective parameters are its defaults Nt 0.3 and pruning threshold 0.001, method 1 (linear)
-M2DET512 = dict(size=512, steps=(8, 16, 32, 64, 128, 256), size_pattern=(0.06, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
-                variance=(0.1, 0.2), score_threshold=0.1, keep_per_class=50, soft_nms_nt=0.3,
-                soft_nms_threshold=0.001, soft_nms_method=1)
-
-
-def m2det_feature_maps(size: int = 512, num_layers: int = 6, size_the: int = 2) -> list[int]:
-    """Upstream ``reglayer_scale``: halve ``size`` with ceil, keep from the 3rd halving on, and append
-    ``last - size_the`` (512: [64, 32, 16, 8, 4, 2])."""
-    out = []
-    for i in range(num_layers + 1):
-        size = math.ceil(size / 2.0)
-        if i >= 2:
-            out.append(int(size))
-            if i == num_layers and size_the:
-                out.append(int(size - size_the))
-    return out
-
-
-@lru_cache(maxsize=4)
-def _m2det_priors(size: int, steps: tuple, size_pattern: tuple) -> np.ndarray:
-    blocks = []
-    for k, f in enumerate(m2det_feature_maps(size, len(steps))):
-        fk = size / steps[k]
-        s = round(size_pattern[k] * size, 2) / size  # upstream get_scales: round(p * size, 2), then / min_dim
-        s_prime = math.sqrt(s * (round(size_pattern[k + 1] * size, 2) / size))
-        sizes = [(s, s), (s_prime, s_prime)]
-        for ar in (2, 3):
-            sizes += [(s * math.sqrt(ar), s / math.sqrt(ar)), (s / math.sqrt(ar), s * math.sqrt(ar))]
-        i, j = np.meshgrid(np.arange(f), np.arange(f), indexing="ij")  # row i outer, column j inner
-        cx, cy = (j + 0.5) / fk, (i + 0.5) / fk
-        wh = np.array(sizes)  # (6, 2)
-        block = np.empty((f, f, len(sizes), 4))
-        block[..., 0], block[..., 1] = cx[..., None], cy[..., None]
-        block[..., 2:] = wh
-        blocks.append(block.reshape(-1, 4))  # location-major: the 6 anchors of a cell, then the next cell
-    out = np.clip(np.concatenate(blocks).astype(np.float32), 0.0, 1.0)  # float64 -> float32, clamp all four
-    out.flags.writeable = False
-    return out
-
-
-def m2det_priors(size: int = M2DET512["size"], steps: Sequence[int] = M2DET512["steps"],
-                 size_pattern: Sequence[float] = M2DET512["size_pattern"]) -> np.ndarray:
-    """Upstream M2Det ``PriorBox``: float32 ``(P, 4)`` cx cy w h in [0, 1] (32,760 for 512), read-only, cached.
-
-    Per scale k (map f x f, fk = size / step_k), per row i, per column j, 6 priors: (s, s), (s', s'),
-    (s*sqrt2, s/sqrt2), (s/sqrt2, s*sqrt2), (s*sqrt3, s/sqrt3), (s/sqrt3, s*sqrt3) with s = min_k / size,
-    s' = sqrt(s * max_k / size); centres ((j + 0.5) / fk, (i + 0.5) / fk). Computed in float64, stored as float32,
-    all four columns clamped to [0, 1] (specs/m2det.md 6.1)."""
-    return _m2det_priors(int(size), tuple(steps), tuple(size_pattern))
-
-
-def m2det_level_offsets(size: int = M2DET512["size"], num_layers: int = 6, anchors: int = 6) -> list[int]:
-    """Start of each scale along the prior axis (512: 0, 24576, 30720, 32256, 32640, 32736)."""
-    counts = [anchors * f * f for f in m2det_feature_maps(size, num_layers)]
-    return [int(v) for v in np.concatenate([[0], np.cumsum(counts)[:-1]])]
-
-
-def m2det_decode(loc: np.ndarray, width: int, height: int, priors: np.ndarray | None = None,
-                 variance: Sequence[float] = M2DET512["variance"]) -> np.ndarray:
-    """One image's encoded offsets ``loc (P, 4)`` -> float32 xyxy boxes ``(P, 4)`` in original-image pixels.
-
-    Upstream ``Detect`` + ``image_forward``: the same ``decode`` as PyramidBox's (x2 = x1 + w), then times float32
-    ``[W, H, W, H]`` (the decoded image's size); no clipping. torch float32 ops, bit-identical to upstream."""
-    import torch
-
-    p = m2det_priors() if priors is None else priors
-    boxes = torch.from_numpy(pyramidbox_decode(np.asarray(loc, dtype=np.float32).reshape(-1, 4), p, variance))
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    return (boxes * scale).numpy()
-
-
+# ------------------------------------------------------------------------------------------------------- soft-NMS
 def soft_nms(dets: np.ndarray, sigma: float = 0.5, nt: float = 0.3, threshold: float = 0.001, method: int = 0,
              max_keep: int | None = None) -> int:
     """Upstream ``cpu_soft_nms`` (Cython, utils/nms/cpu_nms.pyx) on ``dets`` float32 ``(n, 5)`` x1 y1 x2 y2 score,
@@ -641,35 +402,3 @@ def _soft_nms_compact(r: np.ndarray, pruned: np.ndarray) -> int:
     donors = np.flatnonzero(kept[m:])[::-1] + m
     r[holes] = r[donors]
     return m
-
-
-def m2det_select(boxes: np.ndarray, probs: np.ndarray, *, score_threshold: float = M2DET512["score_threshold"],
-                 keep_per_class: int = M2DET512["keep_per_class"], nt: float = M2DET512["soft_nms_nt"],
-                 threshold: float = M2DET512["soft_nms_threshold"],
-                 method: int = M2DET512["soft_nms_method"]) -> list[tuple[int, np.ndarray]]:
-    """Upstream ``nms_process`` as the M2Det guide runs it, for one image (specs/m2det.md 6.3-6.4).
-
-    ``boxes (P, 4)`` xyxy pixels, ``probs (P, C)`` softmax with background in column 0. For each class j = 1..C-1:
-    candidates with probability > 0.1 (float32 compare), float32 rows [x1, y1, x2, y2, p] in prior order, linear
-    soft-NMS (Nt 0.3, pruning 0.001), the first 50 rows with their decayed scores. No per-image cap.
-    Returns ``[(j, rows (k, 5) float32), ...]`` for the classes with at least one row, j ascending."""
-    b = np.asarray(boxes, dtype=np.float32)
-    p = np.asarray(probs, dtype=np.float32)
-    mask = p[:, 1:] > np.float32(score_threshold)
-    out = []
-    for j in np.flatnonzero(mask.any(axis=0)) + 1:
-        inds = np.flatnonzero(mask[:, j - 1])
-        dets = np.empty((inds.size, 5), dtype=np.float32)
-        dets[:, :4] = b[inds]
-        dets[:, 4] = p[inds, j]
-        n = soft_nms(dets, nt=nt, threshold=threshold, method=method, max_keep=keep_per_class)
-        if n:
-            out.append((int(j), dets[:min(n, keep_per_class)]))
-    return out
-
-
-def coco_xywh_plus_one(rows: np.ndarray) -> np.ndarray:
-    """xyxy rows -> float64 COCO ``[x, y, w, h]`` with the legacy pixel convention w = x2 - x1 + 1, h = y2 - y1 + 1
-    (computed in float64 from the float32 values, as the guide's ``_coco_results_one_category``)."""
-    d = np.asarray(rows)[:, :4].astype(np.float64)
-    return np.stack([d[:, 0], d[:, 1], d[:, 2] - d[:, 0] + 1, d[:, 3] - d[:, 1] + 1], axis=1)

@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import export, recipes
     from .models import build_model
-    from .models.checkpoints import check_md5
+    from .nn.checkpoints import check_md5
 
     r = recipes.get(args.model)
     md5 = check_md5(args.weights, r.checkpoint_md5) if args.weights else None
@@ -118,11 +118,10 @@ def cmd_bins(args: argparse.Namespace) -> int:
     entries, failed = [], []
     for s in tqdm(ds, desc=f"{r.name} -> {out}", unit="img"):
         try:
-            arrays, _ = r.preprocess(s.path)
+            views, _ = r.preprocess(s.path)
         except Exception as e:  # noqa: BLE001
             failed.append((s.path, f"{type(e).__name__}: {e}"))
             continue
-        views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
         for v, a in enumerate(views):
             folder = out if len(views) == 1 else out / f"view{v}"
             folder.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ from .backends.base import sample_outputs
 from .backends.bins import OutputReader
 from .errors import ZooinferError
 from .models import build_model
-from .models.checkpoints import check_md5
+from .nn.checkpoints import check_md5
 
 
 def _none_if_empty(v: Any) -> Any:
@@ -133,7 +133,7 @@ class Evaluation:
                 arrays, _ = self.recipe.preprocess(sample.path)
             except Exception:  # noqa: BLE001 - unreadable images are the pipeline's business
                 continue
-            for v in arrays if isinstance(arrays, (tuple, list)) else (arrays,):
+            for v in arrays:
                 if v.shape == tuple(self.recipe.input_shape):
                     views.append(v)
             if len(views) >= n:
@@ -170,8 +170,7 @@ class Evaluation:
             if self.results_dir is None:
                 raise ZooinferError("backend='bins' needs results_dir= (the folder ais_bench/benchmark wrote)")
             first = next(iter(self.dataset))
-            arrays, _ = self.recipe.preprocess(first.path)
-            views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
+            views, _ = self.recipe.preprocess(first.path)
             shapes = [o.shape for o in sample_outputs(open_session("torch", model=self.model).run(views[0][None]), 1, 0)]
             self.session = OutputReader(self.results_dir, shapes, views=len(views))
         else:

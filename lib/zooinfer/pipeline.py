@@ -190,8 +190,8 @@ def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumula
                 t0 = time.perf_counter()
                 try:
                     outputs = session.read(sample.key)
-                    meta = dict(recipe.preprocess(sample.path)[1])  # the meta postprocessing needs (sizes, ids)
-                    meta.setdefault("key", sample.key)
+                    # the meta postprocessing needs (decoded sizes...) and the dataset's own (ids, annotation sizes)
+                    meta = recipe.meta_for(sample, recipe.preprocess(sample.path)[1])
                 except (OSError, ValueError) as e:
                     skipped.append((sample.key, sample.path, f"{type(e).__name__}: {e}"))
                     if bar is not None:
@@ -244,9 +244,8 @@ def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumula
                             bar.update(1)
                         continue
                     timer.add("preprocess", t_pre)
-                    views = arrays if isinstance(arrays, (tuple, list)) else (arrays,)
-                    meta = dict(meta or {})
-                    meta.setdefault("key", sample.key)
+                    views = arrays
+                    meta = recipe.meta_for(sample, meta)
                     slots[slot_id] = [sample, meta, len(views), [None] * len(views)]
                     for v, view in enumerate(views):
                         if batcher.shape_changes(view):

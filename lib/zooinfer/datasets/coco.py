@@ -10,8 +10,9 @@ One function per layout/selection (``open_coco2017_val``), sharing the JSON load
 stem, which is also the ``.bin`` stem). Annotation views the guides prepare as extra files (SSD's
 ``bbox_only_instances_val2017.json``) are built in memory (:func:`bbox_only_view`).
 
-Each opened image is registered (:func:`lookup`): a recipe's ``preprocess(path)`` finds the image id and the
-annotation file's height/width there, as the guides take them from the annotation file, not the decoded image.
+Each sample's ``info`` holds its image id, the annotation file's height/width and the file's category order: the
+pipeline hands the keys a recipe names (``Recipe.sample_meta``) to its postprocessing, explicitly, with no
+module-level state.
 """
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ import copy
 import json
 import os
 import re
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,31 +38,6 @@ REQUIRED_KEYS = {
     "annotations": ("id", "image_id", "category_id", "bbox", "iscrowd", "area"),
     "categories": ("id", "name"),
 }
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """What postprocessing needs about one image, from the annotation file."""
-
-    image_id: int
-    file_name: str
-    height: int
-    width: int
-    #: category ids in the annotation file's ``categories`` order (model class k >= 1 -> ``category_ids[k - 1]``)
-    category_ids: tuple[int, ...]
-
-
-_RECORDS: dict[str, ImageRecord] = {}
-_RECORDS_LOCK = threading.Lock()
-
-
-def _path_key(path: str | os.PathLike) -> str:
-    return os.path.abspath(os.fspath(path))
-
-
-def lookup(path: str | os.PathLike) -> ImageRecord | None:
-    """The record of an image opened through one of this module's readers (None for any other file)."""
-    return _RECORDS.get(_path_key(path))
 
 
 # ------------------------------------------------------------------------------------------------ annotation files
@@ -134,17 +108,23 @@ def _stem(file_name: str) -> str:
 
 def _dataset(name: str, root: Path, image_dir: Path, images: list[dict], cats: tuple[int, ...],
              extra: dict) -> ImageDataset:
-    """Samples (key = file stem, target = image id) for ``images``, registered for :func:`lookup`."""
-    samples, records = [], {}
+    """Samples (key = file stem, target = image id) for ``images``; each sample's ``info`` carries what
+    postprocessing may need: ``image_id``, the annotation file's ``height`` / ``width``, and ``category_ids`` (the
+    file's category ids in order, one tuple shared by all samples: model class k >= 1 -> ``category_ids[k - 1]``)."""
+    samples = []
     for img in images:
-        path = image_dir / img["file_name"]
-        rec = ImageRecord(int(img["id"]), str(img["file_name"]), int(img["height"]), int(img["width"]), cats)
-        records[_path_key(path)] = rec
-        samples.append(Sample(_stem(img["file_name"]), str(path), rec.image_id,
-                              {"image_id": rec.image_id, "height": rec.height, "width": rec.width}))
-    with _RECORDS_LOCK:
-        _RECORDS.update(records)
+        image_id = int(img["id"])
+        samples.append(Sample(_stem(img["file_name"]), str(image_dir / img["file_name"]), image_id,
+                              {"image_id": image_id, "height": int(img["height"]), "width": int(img["width"]),
+                               "category_ids": cats}))
     return ImageDataset(name, root, samples, embedded=False, extra=extra)
+
+
+def id_from_file_name(path: str | os.PathLike) -> int:
+    """The image id COCO file names end with (``COCO_val2014_000000000042.jpg`` -> 42), -1 when there is none: the
+    id of an image met outside a reader (the reader's samples carry the annotation file's id)."""
+    m = re.search(r"(\d+)$", _stem(os.fspath(path)))
+    return int(m.group(1)) if m else -1
 
 
 def open_coco2017_val(data_root: str | os.PathLike) -> ImageDataset:
@@ -169,36 +149,6 @@ def open_coco2017_val(data_root: str | os.PathLike) -> ImageDataset:
              "n_images_in_file": len(data["images"]),
              "selection": "images with at least one annotation (the SSD guide's ssd_preprocess.py)"}
     return _dataset("coco2017-val", root, image_dir, selected, cats, extra)
-
-
-# ------------------------------------------------------------------------------------------------ preprocessing
-#: SSD-ResNet34 guide (torchvision Normalize constants, RGB)
-SSD_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-SSD_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def preprocess_ssd300(path: str | os.PathLike, size: int = 300) -> np.ndarray:
-    """``ssd_preprocess.py``: PIL RGB -> resize to exactly size x size with Pillow's antialiased bilinear (no aspect
-    keeping) -> /255 -> (x - mean) / std, all in float32. Returns (3, size, size) float32, C order."""
-    with Image.open(path) as im:
-        img = im.convert("RGB")
-    img = img.resize((size, size), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
-    return np.ascontiguousarray((x - SSD_MEAN[:, None, None]) / SSD_STD[:, None, None])
-
-
-def image_record(path: str | os.PathLike) -> ImageRecord:
-    """The registered record of ``path``, or one derived from the file (id = the digits ending the file stem, size
-    from the decoded image, the 80 standard category ids) for images opened outside these readers."""
-    rec = lookup(path)
-    if rec is not None:
-        return rec
-    from ..metrics.coco import COCO80_TO_91
-
-    m = re.search(r"(\d+)$", _stem(os.fspath(path)))
-    with Image.open(path) as im:
-        w, h = im.size
-    return ImageRecord(int(m.group(1)) if m else -1, Path(path).name, h, w, tuple(COCO80_TO_91))
 
 
 # ------------------------------------------------------------------------------------------------ embedded sample
@@ -331,25 +281,6 @@ def open_coco2014_minival(data_root: str | os.PathLike) -> ImageDataset:
              "selection": "every image of the annotation file, ascending id (the M2Det guide)"}
     return _dataset("coco2014-minival", root, image_dir, images, cats, extra)
 
-
-#: M2Det (upstream ``BaseTransform(512, (104, 117, 123), (2, 0, 1))``): means subtracted from B, G, R in that order
-M2DET_MEANS_BGR = np.array([104, 117, 123], dtype=np.float32)
-
-
-def preprocess_bgr_mean(path: str | os.PathLike, size: int = 512,
-                        means: np.ndarray = M2DET_MEANS_BGR) -> tuple[np.ndarray, tuple[int, int]]:
-    """``cv2.imread`` (BGR, EXIF orientation applied; grayscale -> 3 equal channels) -> ``cv2.resize`` of the
-    uint8 image to size x size, INTER_LINEAR, no aspect keeping -> float32 - means (BGR order; no /255, no std) ->
-    CHW. Returns the (3, size, size) float32 array and the decoded image's (height, width)."""
-    import cv2
-
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"OpenCV cannot decode {path}")
-    h, w = img.shape[:2]
-    x = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    x -= means
-    return np.ascontiguousarray(x.transpose(2, 0, 1)), (h, w)
 
 
 def build_coco2014_sample(root: Path) -> None:

@@ -63,39 +63,6 @@ def open_imagenet(data_root: str | Path) -> ImageDataset:
     return ImageDataset("imagenet-val", root, samples, embedded=False)
 
 
-# ---------------------------------------------------------------------------------------------------- preprocessing
-#: Ascend DPN131 guide constants (rounded versions of Cadene's 124/255, 117/255, 104/255 and 1/(0.0167*255))
-DPN_MEAN = np.array([0.486, 0.459, 0.408], dtype=np.float32)
-DPN_STD = np.array([0.235, 0.235, 0.235], dtype=np.float32)
-
-
-def resize_short_side(img: Image.Image, size: int) -> Image.Image:
-    """torchvision-0.6 ``Resize(size)``: Pillow bilinear (antialiased); long side ``int()``-truncated."""
-    w, h = img.size
-    if (w <= h and w == size) or (h <= w and h == size):
-        return img
-    if w < h:
-        return img.resize((size, int(size * h / w)), Image.BILINEAR)
-    return img.resize((int(size * w / h), size), Image.BILINEAR)
-
-
-def center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Center crop with Python 3 (half-to-even) rounding of the offsets, as torchvision 0.6."""
-    w, h = img.size
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return img.crop((left, top, left + size, top + size))
-
-
-def preprocess_imagenet(path: str, resize: int = 256, crop: int = 224, mean: np.ndarray = DPN_MEAN,
-                        std: np.ndarray = DPN_STD) -> np.ndarray:
-    """PIL read -> RGB -> short side ``resize`` -> center ``crop`` -> /255 -> (x-mean)/std: float32 (3, crop, crop)."""
-    with Image.open(path) as im:
-        img = im.convert("RGB")
-    img = center_crop(resize_short_side(img, resize), crop)
-    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
-    return (x - mean[:, None, None]) / std[:, None, None]
-
-
 # ---------------------------------------------------------------------------------------------------- embedded sample
 #: (scikit-image file, label, why it is here) -- labels plausible where the picture has an ImageNet class
 SAMPLE_IMAGES = [

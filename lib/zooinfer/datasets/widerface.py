@@ -34,11 +34,6 @@ LAYOUT = """  <data_root>/WIDER_val/images/<event>/<image>.jpg               (61
 GT_DIRS = ("eval_tools/ground_truth", "ground_truth", "evaluate/ground_truth")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
-#: the guide's letterbox canvas (pyramidbox_preprocess.py ``process_image(img, 1000)``)
-CANVAS = 1000
-#: per-channel means subtracted from R, G, B (cfg.img_mean is B 104, G 117, R 123; the guide subtracts in BGR and
-#: reorders back to RGB)
-MEAN_RGB = np.array([123.0, 117.0, 104.0], dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ reader
@@ -91,54 +86,6 @@ def open_widerface_val(data_root: str | os.PathLike) -> ImageDataset:
         raise DatasetError(f"{gt_dir}: the ground truth lists no image; nothing to evaluate")
     return ImageDataset("widerface-val", root, samples, extra={"gt_dir": str(gt_dir), "ground_truth": gt},
                         rejected=rejected)
-
-
-# ------------------------------------------------------------------------------------------------ preprocessing
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """The guide's decode: PIL, 'L' -> 'RGB', ``np.array`` -> (H, W, 3) uint8 RGB (EXIF orientation not applied).
-
-    The guide converts only 'L'; other non-RGB modes (never met in WIDER val) are converted to RGB here too, where
-    the guide would feed the raw channels (RGBA: the same result; palette or CMYK: garbage)."""
-    with Image.open(path) as im:
-        img = im.convert("RGB") if im.mode != "RGB" else im.copy()
-    return np.asarray(img)
-
-
-def letterbox(img: np.ndarray, canvas: int = CANVAS) -> np.ndarray:
-    """``process_image``: scale the long side to ``canvas`` with ``int(side / (max(w, h) / canvas))`` (may give
-    canvas - 1, e.g. 683 -> 999), OpenCV INTER_LINEAR on the uint8 image, zero padding at the bottom and right."""
-    import cv2
-
-    h, w = img.shape[:2]
-    scale = max(w, h) / float(canvas)
-    new_w, new_h = int(w / scale), int(h / scale)
-    if new_w < 1 or new_h < 1:
-        raise ValueError(f"image of {w}x{h} pixels is too thin to letterbox into {canvas}x{canvas}")
-    resized = cv2.resize(img, (new_w, new_h))
-    return cv2.copyMakeBorder(resized, 0, canvas - new_h, 0, canvas - new_w, cv2.BORDER_CONSTANT, value=[0, 0, 0])
-
-
-def to_input(img: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 RGB minus (123, 117, 104), unscaled: the guide's ``to_chw_bgr``,
-    ``-= img_mean`` (BGR) and ``[[2, 1, 0]]`` (back to RGB) give exactly these values."""
-    x = np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32)
-    x -= MEAN_RGB[:, None, None]
-    return x
-
-
-def preprocess_pyramidbox(path: str | os.PathLike, canvas: int = CANVAS) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
-    """``pyramidbox_preprocess.py`` for one image: the two inputs the guide writes, original and flipped.
-
-    Returns ((original, flipped), meta): two (3, canvas, canvas) float32 arrays (the flip is done on the
-    full-resolution image, before the letterbox: ``cv2.flip(img, 1)``), and meta = event (parent folder), name (file
-    stem), height and width of the decoded image, canvas."""
-    import cv2
-
-    img = read_rgb(path)
-    h, w = img.shape[:2]
-    views = (to_input(letterbox(img, canvas)), to_input(letterbox(cv2.flip(img, 1), canvas)))
-    p = Path(path)
-    return views, {"event": p.parent.name, "name": p.name.split(".")[0], "height": h, "width": w, "canvas": canvas}
 
 
 # ------------------------------------------------------------------------------------------------ embedded sample

@@ -548,11 +548,38 @@ class WiderFaceAccumulator:
         self.iou_thresh = iou_thresh
         self.key_of = key_of or _default_key
         self.predictions: dict[ImageKey, np.ndarray] = {}
+        #: images in the whole ground truth when built for a dataset that covers only some of them
+        self.n_ground_truth_images: int | None = None
 
     def update(self, sample: Any, dets: np.ndarray) -> None:
         d = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
         self.predictions[self.key_of(sample)] = as_written(d) if self.quantize else d
 
+    @classmethod
+    def for_dataset(cls, dataset: Any, **kwargs: Any) -> "WiderFaceAccumulator":
+        """The evaluator over a dataset's images (``dataset.extra['ground_truth']``, sample targets ``(event,
+        image)``): the full ground truth normally; with ``limit`` (or a shard) only the images of the dataset given
+        (their faces all count, skipped images included), which is not the official protocol: ``compute()`` then
+        says so with ``n_ground_truth_images`` > ``n_images``."""
+        gt = dataset.extra["ground_truth"]
+        keys = [tuple(s.target) for s in dataset]
+        acc = cls(gt.subset(keys) if len(set(keys)) < len(gt.images) else gt, **kwargs)
+        acc.n_ground_truth_images = len(gt.images)
+        return acc
+
     def compute(self) -> dict[str, float]:
+        """AP per setting (fractions), image counts; ``n_ground_truth_images`` when built :meth:`for_dataset`."""
         gt = self.gt.subset(self.predictions) if self.predicted_only else self.gt
-        return evaluate(self.predictions, gt, iou_thresh=self.iou_thresh, quantize=False)
+        out = evaluate(self.predictions, gt, iou_thresh=self.iou_thresh, quantize=False)
+        if self.n_ground_truth_images is not None:
+            out["n_ground_truth_images"] = self.n_ground_truth_images
+        return out
+
+    def write_submission(self, folder: str | Path) -> Path:
+        """Every ground-truth image's prediction file under ``folder/<event>/<image>.txt`` (an image without
+        predictions gets a file with count 0; every event gets its folder), in the guide's format."""
+        folder = Path(folder)
+        for event, name in self.gt.images:
+            (folder / event).mkdir(parents=True, exist_ok=True)
+            write_submission(folder, event, name, self.predictions.get((event, name), np.zeros((0, 5))))
+        return folder

@@ -1,27 +1,35 @@
-"""Per-model recipes: ``zooinfer.recipes.get(name)`` returns the ``Recipe`` of one of the five models."""
+"""The model registry: ``zooinfer.recipes.get(name)`` returns the ``Recipe`` of one of the five models.
+
+It is the only registry. A model is one folder, ``zooinfer/models/<name>/``, whose ``recipe.py`` defines ``RECIPE``:
+the facts (names, shapes, checkpoint, published figures), the pre/post-processing, the network builder, the metric
+accumulator, the benchmark plan and the notebook's defaults. Adding a model: docs/adding-a-model.md.
+"""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ..errors import ZooinferError
-from .base import Published, PerfRow, Recipe
+from .base import BenchPlan, NotebookSpec, Published, PerfRow, Recipe
 
 NAMES = ("dpn131", "ssd_resnet34", "m2det", "pcb", "pyramidbox")
 
-__all__ = ["NAMES", "Published", "PerfRow", "Recipe", "available", "get"]
+__all__ = ["NAMES", "BenchPlan", "NotebookSpec", "Published", "PerfRow", "Recipe", "available", "get"]
 
 
-def get(name: str) -> Recipe:
-    """The recipe of model ``name`` (module ``zooinfer.recipes.<name>``, attribute ``RECIPE``)."""
+def get(name: str, **options: Any) -> Recipe:
+    """The recipe of model ``name`` (``zooinfer.models.<name>.recipe.RECIPE``), or its variant for ``options``
+    (e.g. ``get("pyramidbox", canvas=256)``)."""
     if name not in NAMES:
         raise ZooinferError(f"unknown model {name!r}; known: {', '.join(NAMES)}")
+    module_name = f"{__name__.rsplit('.', 1)[0]}.models.{name}.recipe"
     try:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name == f"{__name__}.{name}":
+        if e.name in (module_name, module_name.rsplit(".", 1)[0]):
             raise ZooinferError(f"model {name!r} has no recipe yet") from None
         raise
-    return module.RECIPE
+    return module.RECIPE.variant(**options)
 
 
 def available() -> list[str]:

@@ -45,6 +45,36 @@ def dataset_opener(reader: Callable[..., Any], sample_root: Callable[[], Any],
     return open_dataset
 
 
+@dataclass(frozen=True)
+class BenchPlan:
+    """How ``benchmarks/run.py`` measures a model: swept batch sizes, samples in the end-to-end stream, and the
+    (short, long) memory streams, normal and ``--quick`` (heavy models get smaller numbers)."""
+
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    stream: int = 64
+    memory: tuple[int, int] = (2000, 20000)
+    memory_quick: tuple[int, int] = (200, 2000)
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """What the generated notebook (``tools/make_notebook.py``) says and defaults to for one model.
+
+    ``title`` and ``intro`` (markdown) open the notebook; ``guide`` is the Ascend guide it replaces; ``defaults``
+    override the template's parameter defaults (e.g. a smaller ``bs`` / ``limit`` for a heavy model's embedded run);
+    ``extra`` adds model-only parameters as (name, default, comment), passed to :meth:`Recipe.variant`;
+    ``data_root_help`` and ``weights_help`` are the comments of those two parameters; ``results_help`` introduces the
+    results section."""
+
+    title: str
+    guide: str
+    intro: str = ""
+    data_root_help: str = "dataset root, None for the embedded sample"
+    results_help: str = ""
+    defaults: tuple[tuple[str, Any], ...] = ()
+    extra: tuple[tuple[str, Any, str], ...] = ()
+
+
 class Accumulator(Protocol):
     """Streams predictions into a metric's compact state."""
 
@@ -55,7 +85,7 @@ class Accumulator(Protocol):
 
 @dataclass
 class Recipe:
-    """Everything the generic code needs to know about one model (see DESIGN.md for the contracts)."""
+    """Everything the generic code needs to know about one model (the contracts: docs/architecture.md)."""
 
     name: str
     task: str  # "classification" | "detection" | "face_detection" | "reid"
@@ -66,8 +96,9 @@ class Recipe:
     checkpoint_file: str
     checkpoint_md5: str | None
     published: Published
-    #: image path -> (float32 CHW array, or a tuple of them for multi-view models; meta dict for postprocess)
-    preprocess: Callable[[str], tuple[np.ndarray | tuple[np.ndarray, ...], dict]]
+    #: image path -> (views: a tuple of float32 CHW arrays, one per network input the guide writes -- one for most
+    #: models, the image and its mirror for PyramidBox; meta: the small dict postprocessing needs)
+    preprocess: Callable[[str], tuple[tuple[np.ndarray, ...], dict]]
     #: (this sample's outputs in ONNX order, batch axis removed; meta) -> prediction.
     #: For multi-view samples ``outputs`` is a list with one such output list per view.
     postprocess: Callable[[list[np.ndarray], dict], Any]
@@ -89,7 +120,37 @@ class Recipe:
     #: prediction -> the smaller form scale-out workers send back to the driver (None: the prediction itself).
     #: ``new_accumulator(...).update`` must accept it and compute exactly what it computes from the prediction.
     compact: Callable[[Any], Any] | None = None
+    #: weights (checkpoint path as downloaded, or None for synthetic weights) -> the network (``models.build_model``)
+    build: Callable[[str | None], Any] | None = None
+    #: keys of ``sample.info`` (what the dataset reader knows: ids, annotation sizes, category order) that the
+    #: pipeline copies into the meta postprocessing receives, over preprocessing's own values
+    sample_meta: tuple[str, ...] = ()
+    #: benchmark settings (benchmarks/run.py)
+    bench: BenchPlan = field(default_factory=BenchPlan)
+    #: the generated notebook's title, intro and defaults (tools/make_notebook.py)
+    notebook: NotebookSpec | None = None
+    #: options -> a variant of this recipe (e.g. PyramidBox at another canvas); None: the model has no variants
+    make_variant: Callable[..., "Recipe"] | None = None
 
     @property
     def input_name(self) -> str:
         return self.input_names[0]
+
+    def meta_for(self, sample: Any, meta: dict) -> dict:
+        """Postprocessing's meta for ``sample``: preprocessing's ``meta``, the sample's ``key``, then the
+        ``sample_meta`` keys of ``sample.info`` over them (a new dict)."""
+        out = dict(meta or {})
+        out.setdefault("key", sample.key)
+        info = getattr(sample, "info", None) or {}
+        out.update({k: info[k] for k in self.sample_meta if k in info})
+        return out
+
+    def variant(self, **options: Any) -> "Recipe":
+        """This recipe with model options applied (``NotebookSpec.extra`` names them); no options: itself."""
+        if not options:
+            return self
+        if self.make_variant is None:
+            from ..errors import ZooinferError
+
+            raise ZooinferError(f"model {self.name!r} takes no options, got {', '.join(sorted(options))}")
+        return self.make_variant(**options)

@@ -64,6 +64,21 @@ class Evaluation:
         self.profile_rows: list[dict] = []
         self.run_dir: report.RunDir | None = None
 
+    @classmethod
+    def from_parameters(cls, params: dict) -> "Evaluation":
+        """The evaluation a notebook's parameters describe (see :class:`zooinfer.config.RunConfig`)."""
+        from .config import RunConfig
+
+        cfg = RunConfig.from_parameters(params)
+        ev = cls(cfg.model, weights=cfg.weights, data_root=cfg.data_root, backend=cfg.backend, bs=cfg.bs,
+                 limit=cfg.limit, prep_threads=cfg.prep_threads, threads=cfg.threads, workers=cfg.processes,
+                 ray_address=cfg.ray_address, static_batch=cfg.static_batch, fp16=cfg.precision == "fp16",
+                 onnx_path=cfg.onnx_path, om_path=cfg.om_path, results_dir=cfg.results_dir,
+                 output_root=cfg.output_root, device_id=cfg.device_id, progress=cfg.progress, keep=cfg.keep,
+                 params=cfg.parameters(), recipe=cfg.recipe())
+        ev.config = cfg
+        return ev
+
     # ------------------------------------------------------------------------------------------------ status
     @property
     def synthetic(self) -> bool:

@@ -24,7 +24,7 @@ from ...datasets.widerface import open_widerface_val, widerface_sample_root
 from ...transforms import letterbox, read_rgb
 from ...errors import MetricInputError
 from ...metrics.widerface import WiderFaceAccumulator
-from ...recipes.base import BenchPlan, PerfRow, Published, Recipe, dataset_opener
+from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build, feature_sizes
 
 #: the guide's letterbox canvas (pyramidbox_preprocess.py ``process_image(img, 1000)``)
@@ -265,6 +265,13 @@ NOTES = (
 )
 
 
+NOTEBOOK = NotebookSpec(
+    title="PyramidBox on WIDER FACE val",
+    guide="ACL_PyTorch/contrib/cv/detection/pyramidbox",
+    extra=(("canvas", 256, "letterbox size (the guide: 1000); smaller is faster but not the guide's pipeline"),),
+)
+
+
 def make_recipe(canvas: int = CANVAS, shape_free: bool = True) -> Recipe:
     """The recipe for a ``canvas`` x ``canvas`` letterbox (the guide: 1000). ``shape_free``: the ONNX graph's batch,
     height and width are symbolic (one file serves every canvas); else only the batch axis is."""
@@ -287,6 +294,7 @@ def make_recipe(canvas: int = CANVAS, shape_free: bool = True) -> Recipe:
         bench=BenchPlan(batch_sizes=(1,), stream=4, memory=(100, 1000), memory_quick=(10, 100)),
         preprocess=partial(preprocess, canvas=canvas),
         make_variant=make_recipe,
+        notebook=NOTEBOOK,
         postprocess=postprocess,
         open_dataset=open_dataset,
         new_accumulator=new_accumulator,

@@ -336,7 +336,7 @@ def soft_nms(dets: np.ndarray, sigma: float = 0.5, nt: float = 0.3, threshold: f
     **in place**; returns the number of surviving rows, which are ``dets[:n]`` in selection order with decayed scores.
 
     Written in numpy because the algorithm is not in any installed library, with the Cython function's exact
-    arithmetic (specs/m2det.md 6.4): for i = 0, 1, ...: swap the first highest-scoring row of [i, n) to i; for every
+    arithmetic (docs/models/m2det.md 6.4): for i = 0, 1, ...: swap the first highest-scoring row of [i, n) to i; for every
     later row R with iw = float32(min(x2) - max(x1) + 1.0) > 0 and ih likewise > 0 (the ``+1`` in double):
     area_R = float32((x2 - x1 + 1.0) * (y2 - y1 + 1.0)), inter = float32(iw * ih),
     ua = float32(area_T in double + area_R - inter), ov = inter / ua (float32); weight = 1 - ov if ov > Nt (linear,

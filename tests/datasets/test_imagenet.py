@@ -1,4 +1,4 @@
-"""ImageNet layout reader and the DPN131 guide's preprocessing (check values from specs/dpn131.md 5.1)."""
+"""ImageNet layout reader and the DPN131 guide's preprocessing (check values from docs/models/dpn131.md 5.1)."""
 from __future__ import annotations
 
 import numpy as np

@@ -259,7 +259,7 @@ LAYOUT_MINIVAL2014 = """  <data_root>/images/val2014/COCO_val2014_000000000042.j
 
 
 def open_coco2014_minival(data_root: str | os.PathLike) -> ImageDataset:
-    """COCO 2014 minival as the M2Det guide evaluates it (specs/m2det.md 7): **every** image of
+    """COCO 2014 minival as the M2Det guide evaluates it (docs/models/m2det.md 7): **every** image of
     ``instances_minival2014.json`` (5,000; those without annotations too), in ascending id order (the guide's patch
     sorts them). ``extra``: ``annotations`` (the loaded file, unchanged), ``ann_file``, ``img_ids``,
     ``category_ids`` (model class j >= 1 -> ``category_ids[j - 1]``: positional, file order). Images missing on disk

@@ -1,6 +1,6 @@
 """M2Det box code (boxes.py): priors, decoding, linear soft-NMS, the guide's per-class selection and COCO boxes.
 
-Expected values are worked by hand from specs/m2det.md 6.1-6.5, or come from upstream qijiezhao/M2Det (de4a624) run
+Expected values are worked by hand from docs/models/m2det.md 6.1-6.5, or come from upstream qijiezhao/M2Det (de4a624) run
 outside the project: PriorBox, Detect/decode, nms_process and the compiled Cython cpu_soft_nms (0.29.37), called as
 the guide calls them (tests/models/m2det/data/: inputs and numbers only).
 """
@@ -67,7 +67,7 @@ def test_prior_clamp_and_digest():
     p = m2det_priors()
     assert int((p[:, 2] == 1).sum()) == 24 and int((p[:, 3] == 1).sum()) == 24
     assert p.min() >= 0 and p.max() <= 1
-    # SHA-256 of the float32 little-endian array given in specs/m2det.md 6.1 (= upstream PriorBox, checked there)
+    # SHA-256 of the float32 little-endian array given in docs/models/m2det.md 6.1 (= upstream PriorBox, checked there)
     assert hashlib.sha256(p.astype("<f4").tobytes()).hexdigest() == \
         "edf3790b72a4f42dfd1f76199145fc2030f2bb1cc86f22686e9d40bd2590b13b"
 

@@ -1,4 +1,4 @@
-"""M2Det network and checkpoint loading (specs/m2det.md 2-3).
+"""M2Det network and checkpoint loading (docs/models/m2det.md 2-3).
 
 Structure facts are the spec's tables; the forward reference numbers come from upstream qijiezhao/M2Det
 (``build_net('test', 512, ...)``) run outside the project with the same synthetic state dict and input

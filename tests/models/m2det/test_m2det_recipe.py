@@ -1,4 +1,4 @@
-"""M2Det recipe, COCO 2014 minival reader, OpenCV preprocessing and postprocessing (specs/m2det.md 5-7, 9)."""
+"""M2Det recipe, COCO 2014 minival reader, OpenCV preprocessing and postprocessing (docs/models/m2det.md 5-7, 9)."""
 from __future__ import annotations
 
 import json

@@ -2,7 +2,7 @@
 
 Module names follow Cadene's ``pretrainedmodels/models/dpn.py`` so ``dpn131-7af84be88.pth`` (a plain state dict)
 loads key for key. Eval-mode head = the Ascend ``dpn.diff`` path: global average pool -> 1x1 conv classifier
-(spec section 3.4). Every BatchNorm has eps 1e-3 (MXNet heritage).
+(docs/models/dpn131.md 3.4). Every BatchNorm has eps 1e-3 (MXNet heritage).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ...nn.checkpoints import load_weights, read_checkpoint
 from ...nn.synthetic import init_synthetic
 
 BN_EPS = 1e-3
-#: DPN131 factory arguments (spec section 3)
+#: DPN131 factory arguments (docs/models/dpn131.md 3)
 NUM_INIT_FEATURES, K_R, GROUPS = 128, 160, 40
 K_SEC = (4, 8, 28, 3)
 INC_SEC = (16, 32, 32, 128)

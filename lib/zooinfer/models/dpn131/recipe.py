@@ -1,4 +1,4 @@
-"""DPN-131 on ImageNet-1k val (Ascend guide ACL_PyTorch/contrib/cv/classfication/DPN131). Facts: specs/dpn131.md."""
+"""DPN-131 on ImageNet-1k val (Ascend guide ACL_PyTorch/contrib/cv/classfication/DPN131). Facts: docs/models/dpn131.md."""
 from __future__ import annotations
 
 

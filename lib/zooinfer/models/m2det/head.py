@@ -13,7 +13,7 @@ import numpy as np
 
 from ...boxes import decode_center_offsets, soft_nms
 
-#: configs/m2det512_vgg.py ``anchor_config`` with upstream ``mk_anchors(512, 512, ...)`` (specs/m2det.md 6.1) and
+#: configs/m2det512_vgg.py ``anchor_config`` with upstream ``mk_anchors(512, 512, ...)`` (docs/models/m2det.md 6.1) and
 #: ``test_cfg`` as the guide really runs it (6.3-6.4): soft-NMS gets ``iou`` 0.45 in its unused ``sigma`` slot, so the
 #: effective parameters are its defaults Nt 0.3 and pruning threshold 0.001, method 1 (linear)
 M2DET512 = dict(size=512, steps=(8, 16, 32, 64, 128, 256), size_pattern=(0.06, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
@@ -63,7 +63,7 @@ def m2det_priors(size: int = M2DET512["size"], steps: Sequence[int] = M2DET512["
     Per scale k (map f x f, fk = size / step_k), per row i, per column j, 6 priors: (s, s), (s', s'),
     (s*sqrt2, s/sqrt2), (s/sqrt2, s*sqrt2), (s*sqrt3, s/sqrt3), (s/sqrt3, s*sqrt3) with s = min_k / size,
     s' = sqrt(s * max_k / size); centres ((j + 0.5) / fk, (i + 0.5) / fk). Computed in float64, stored as float32,
-    all four columns clamped to [0, 1] (specs/m2det.md 6.1)."""
+    all four columns clamped to [0, 1] (docs/models/m2det.md 6.1)."""
     return _m2det_priors(int(size), tuple(steps), tuple(size_pattern))
 
 
@@ -91,7 +91,7 @@ def m2det_select(boxes: np.ndarray, probs: np.ndarray, *, score_threshold: float
                  keep_per_class: int = M2DET512["keep_per_class"], nt: float = M2DET512["soft_nms_nt"],
                  threshold: float = M2DET512["soft_nms_threshold"],
                  method: int = M2DET512["soft_nms_method"]) -> list[tuple[int, np.ndarray]]:
-    """Upstream ``nms_process`` as the M2Det guide runs it, for one image (specs/m2det.md 6.3-6.4).
+    """Upstream ``nms_process`` as the M2Det guide runs it, for one image (docs/models/m2det.md 6.3-6.4).
 
     ``boxes (P, 4)`` xyxy pixels, ``probs (P, C)`` softmax with background in column 0. For each class j = 1..C-1:
     candidates with probability > 0.1 (float32 compare), float32 rows [x1, y1, x2, y2, p] in prior order, linear

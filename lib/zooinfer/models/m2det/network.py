@@ -2,10 +2,10 @@
 
 Module names and registration order match upstream ``M2Det`` (``m2det.py``, ``layers/nn_utils.py``) key for key, so
 the published ``m2det512_vgg.pth`` (a flat state dict, possibly with ``module.`` prefixes; 887 entries, or 748
-without ``num_batches_tracked``) loads strictly (specs/m2det.md 2, 3.7).
+without ``num_batches_tracked``) loads strictly (docs/models/m2det.md 2, 3.7).
 
 Input: float32 (N, 3, 512, 512), BGR minus (104, 117, 123), not scaled. Outputs, in the ONNX order of the Ascend
-export (spec 3.6; pitfall 1: the ONNX *names* are swapped relative to the contents):
+export (docs/models/m2det.md 3.6; pitfall 1: the ONNX *names* are swapped relative to the contents):
 
 * ``scores`` = box regression, (N, 32760, 4) encoded offsets (tx, ty, tw, th) w.r.t. the priors (boxes.py);
 * ``boxes`` = class probabilities, (N * 32760, 81): softmax over the 81 classes (column 0 = background), rows
@@ -48,7 +48,7 @@ class BasicConv(nn.Module):
 
 
 class TUM(nn.Module):
-    """Thinned U-shaped module (planes 256, 6 scales, smoothing on; spec 3.4).
+    """Thinned U-shaped module (planes 256, 6 scales, smoothing on; docs/models/m2det.md 3.4).
 
     ``in1`` = 128 at the first level, 128 + 256 = 384 after (the input is ``cat([leach, previous last output])``).
     Returns 6 maps of sizes [2, 4, 8, 16, 32, 64] for a 64x64 input: the top map unsmoothed, then smoothed ones.
@@ -121,7 +121,7 @@ class M2Det(nn.Module):
         base_feature = torch.cat((self.reduce(feats[0]),
                                   F.interpolate(self.up_reduce(feats[1]), scale_factor=2, mode="nearest")), 1)
         # upstream applies leach[i] to the same base_feature for every level; leach[i] is one shared module, so the
-        # 8 results are identical: computing it once is exact (spec 3.3)
+        # 8 results are identical: computing it once is exact (docs/models/m2det.md 3.3)
         leached = self.leach[0](base_feature)
         tum_outs = [self.unet1(leached, None)]
         for i in range(1, NUM_LEVELS):

@@ -1,6 +1,6 @@
 """M2Det-512 (VGG16) on COCO 2014 minival (Ascend guide ACL_PyTorch/contrib/cv/detection/M2Det, 2022-08 revision).
 
-Facts: specs/m2det.md. Network: models/m2det.py; priors, decoding, the per-class threshold, linear soft-NMS, the
+Facts: docs/models/m2det.md. Network: models/m2det.py; priors, decoding, the per-class threshold, linear soft-NMS, the
 per-class cap and the ``+1`` COCO boxes: boxes.py; layout, image order and OpenCV preprocessing: datasets/coco.py.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def preprocess(image_path: str) -> tuple[tuple[np.ndarray], dict]:
 def split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """One image's two outputs -> (loc (32760, 4), probabilities (32760, 81)), routed by size, not by position or
     name: ONNX gives (``scores`` = loc, ``boxes`` = probabilities) and an OM converted with the guide's
-    ``--out_nodes`` gives them the other way round (spec pitfall 1). Flat arrays (.bin files) are accepted."""
+    ``--out_nodes`` gives them the other way round (docs/models/m2det.md pitfall 1). Flat arrays (.bin files) are accepted."""
     if len(outputs) != 2:
         raise ValueError(f"M2Det has 2 outputs (loc, probabilities), got {len(outputs)}")
     a, b = (np.asarray(o, dtype=np.float32) for o in outputs)

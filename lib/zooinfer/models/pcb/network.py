@@ -2,9 +2,9 @@
 
 The network is upstream ``reid/models/resnet.py`` ``ResNet(50, num_features=256, dropout=0.5, num_classes=751,
 FCN=True)`` with the Ascend ``test/resnet.diff`` applied (part pooling hard-coded to kernel = stride = (4, 8)); module
-names match the published whole-module pickle ``PCB_3_7.pt`` key for key (338 state-dict entries, spec 3.6).
+names match the published whole-module pickle ``PCB_3_7.pt`` key for key (338 state-dict entries, docs/models/pcb.md 3.6).
 
-Input: float32 (N, 3, 384, 128), ImageNet-normalised RGB. Outputs, in ONNX order (spec 3.3; the upstream nested tuple
+Input: float32 (N, 3, 384, 128), ImageNet-normalised RGB. Outputs, in ONNX order (docs/models/pcb.md 3.3; the upstream nested tuple
 ``(out0, (c0, ..., c5))`` flattened as the exporter flattens it):
 
 * ``output_1``: (N, 2048, 6, 1) pooled part features, each of the 6 parts L2-normalised over channels (the retrieval
@@ -24,13 +24,13 @@ from ...nn.checkpoints import load_weights, read_checkpoint
 from ...nn.resnet import resnet_stages
 from ...nn.synthetic import init_synthetic
 
-#: factory arguments of the published model (spec 2: create('resnet50', num_features=256, dropout=0.5, ...))
+#: factory arguments of the published model (docs/models/pcb.md 2: create('resnet50', num_features=256, dropout=0.5, ...))
 NUM_FEATURES, NUM_CLASSES, NUM_PARTS, DROPOUT = 256, 751, 6, 0.5
 #: the Ascend resnet.diff constants: 6 stripes of 4 rows x full width on the (24, 8) map of a 384x128 input.
 #: (Upstream computes stride_h = h // 6, kernel_h = h - 5 * stride_h, kernel_w = stride_w = w: the same at 384x128.)
 PART_POOL = (4, 8)
 
-#: class paths a pickle of the published model references (spec 2.1), beyond the generic torch.nn classes
+#: class paths a pickle of the published model references (docs/models/pcb.md 2.1), beyond the generic torch.nn classes
 PICKLE_CLASSES = (
     "reid.models.resnet.ResNet",
     "torchvision.models.resnet.ResNet",

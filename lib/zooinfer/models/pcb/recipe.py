@@ -1,5 +1,5 @@
 """PCB (ResNet-50 part model, 384x128) on Market-1501 (Ascend guide ACL_PyTorch/contrib/cv/face/reid_PCB_baseline).
-Facts: specs/pcb.md.
+Facts: docs/models/pcb.md.
 
 Flow: query and gallery images (one dataset, queries first) -> Pillow bilinear 128x384 -> ImageNet normalisation ->
 network -> ``output_1`` (2048, 6, 1) per-part-normalised features flattened to 12,288 values -> squared Euclidean
@@ -106,7 +106,7 @@ RECIPE = Recipe(
     headline=("top1", "top5", "top10", "mAP"),
     dynamic_axes={"input_1": {0: "-1"}, "output_1": {0: "-1"}},
     notes=(
-        "PCB_3_7.pt is a whole pickled nn.Module: it is read with a restricted unpickler (the spec's allow-listed "
+        "PCB_3_7.pt is a whole pickled nn.Module: it is read with a restricted unpickler (the allow-listed "
         "class paths become inert stubs, any other global is refused), so neither the upstream reid package nor "
         "torchvision is needed and nothing in the file runs. Its pickled conv strides/paddings/BN eps are checked "
         "against the network (layer4 must be un-strided).",

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...boxes import nms
 
-#: yxlijun/Pyramidbox.pytorch ``data/config.py`` (specs/pyramidbox.md 6.1-6.2); KEEP_TOP_K (750) is bbox voting's cap
+#: yxlijun/Pyramidbox.pytorch ``data/config.py`` (docs/models/pyramidbox.md 6.1-6.2); KEEP_TOP_K (750) is bbox voting's cap
 PYRAMIDBOX_CFG = dict(steps=(4, 8, 16, 32, 64, 128), anchor_sizes=(16, 32, 64, 128, 256, 512), variance=(0.1, 0.2),
                       conf_thresh=0.05, nms_thresh=0.3, top_k=5000)
 

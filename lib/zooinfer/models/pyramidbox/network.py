@@ -1,7 +1,7 @@
 """PyramidBox (Tang et al., ECCV 2018) as yxlijun/Pyramidbox.pytorch builds it for testing (``build_net('test', 2)``).
 
 Module names match the published ``pyramidbox_120000_99.02.pth`` key for key (281 tensors, plus 24
-``num_batches_tracked`` when the file was written by torch >= 0.4.1; specs/pyramidbox.md 3.8).
+``num_batches_tracked`` when the file was written by torch >= 0.4.1; docs/models/pyramidbox.md 3.8).
 
 Input: float32 (N, 3, H, W), RGB minus (123, 117, 104), unscaled (the guide's letterbox makes H = W = 1000). The
 network is fully convolutional: any H, W >= 32 works, and the ONNX export keeps H and W symbolic when asked to.
@@ -102,7 +102,7 @@ def upsample_prod(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Bilinear upsampling of ``x`` to ``y``'s exact H x W (align_corners=False), times ``y``.
 
     ``size=`` from the lateral tensor (not a scale factor): 62 -> 125 is not x2, and opset >= 11 exports this as a
-    Resize with exact output sizes (spec 4, pitfall 13)."""
+    Resize with exact output sizes (docs/models/pyramidbox.md 4, pitfall 13)."""
     return F.interpolate(x, size=y.shape[2:], mode="bilinear", align_corners=False) * y
 
 

@@ -1,6 +1,6 @@
 """PyramidBox (1000x1000 letterbox) on WIDER FACE val (Ascend guide ACL_PyTorch/contrib/cv/detection/pyramidbox).
 
-Facts: specs/pyramidbox.md. Network: models/pyramidbox.py (forward stops before upstream's ``Detect``); prior boxes,
+Facts: docs/models/pyramidbox.md. Network: models/pyramidbox.py (forward stops before upstream's ``Detect``); prior boxes,
 decoding and upstream's ``Detect`` (threshold, torch-ordered top-k, NMS): boxes.py; layout, preprocessing (original +
 flipped letterbox) and the embedded sample: datasets/widerface.py; metric: metrics/widerface.py.
 

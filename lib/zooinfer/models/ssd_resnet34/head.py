@@ -13,7 +13,7 @@ import numpy as np
 
 from ...boxes import batched_nms
 
-#: NVIDIA / MLPerf SSD300 ``dboxes300_coco()`` constants (specs/ssd_resnet34.md 6.1)
+#: NVIDIA / MLPerf SSD300 ``dboxes300_coco()`` constants (docs/models/ssd_resnet34.md 6.1)
 SSD300_COCO = dict(fig_size=300, feat_size=(38, 19, 10, 5, 3, 1), steps=(8, 16, 32, 64, 100, 300),
                    scales=(21, 45, 99, 153, 207, 261, 315), aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
 
@@ -90,7 +90,7 @@ def ssd_decode(ploc: np.ndarray, plabel: np.ndarray, dboxes: np.ndarray | None =
 def ssd_select(boxes: np.ndarray, probs: np.ndarray, *, score_threshold: float = 0.05, max_anchors: int = 200,
                iou_threshold: float = 0.5, max_detections: int = 200,
                coordinate_trick: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The SSD-ResNet34 guide's selection (``ssd_postprocess.py``, specs/ssd_resnet34.md 6.3) for one image.
+    """The SSD-ResNet34 guide's selection (``ssd_postprocess.py``, docs/models/ssd_resnet34.md 6.3) for one image.
 
     ``boxes (A, 4)`` normalised xyxy and ``probs (A, 1 + K)`` softmax probabilities with background in column 0.
     1. boxes -> (boxes + 1) / 2; 2. keep anchors whose best foreground probability > 0.05 (float32 compare);

@@ -1,7 +1,7 @@
 """SSD-ResNet34 at 300x300 (NVIDIA's MLPerf Training v0.7 ``SSD300``), as the Ascend SSD-Resnet34 guide exports it.
 
 Module names follow upstream ``ssd300.py`` / ``resnet.py`` so the published ``iter_183250.pt``
-(``{"model": state_dict}``, 206 entries) loads key for key (specs/ssd_resnet34.md section 3):
+(``{"model": state_dict}``, 206 entries) loads key for key (docs/models/ssd_resnet34.md 3):
 
 * ``model``: ``nn.Sequential`` of torchvision ResNet-34 conv1, bn1 (+ReLU), maxpool, layer1, layer2, layer3, with
   layer3's first block at stride 1 (38x38 output for a 300x300 input); no layer4, no L2Norm;

@@ -1,6 +1,6 @@
 """SSD-ResNet34 (300x300) on COCO 2017 val (Ascend guide ACL_PyTorch/contrib/cv/detection/SSD-Resnet34).
 
-Facts: specs/ssd_resnet34.md. Network: models/ssd_resnet34.py; boxes, decoding and the guide's selection + NMS:
+Facts: docs/models/ssd_resnet34.md. Network: models/ssd_resnet34.py; boxes, decoding and the guide's selection + NMS:
 boxes.py; layout, image selection, bbox-only annotation view and preprocessing: datasets/coco.py.
 """
 from __future__ import annotations

@@ -7,12 +7,24 @@ accumulator, the benchmark plan and the notebook's defaults. Adding a model: doc
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from pathlib import Path
 from typing import Any
 
 from ..errors import ZooinferError
 from .base import BenchPlan, NotebookSpec, Published, PerfRow, Recipe
 
-NAMES = ("dpn131", "ssd_resnet34", "m2det", "pcb", "pyramidbox")
+
+
+def _discover() -> tuple[str, ...]:
+    """The model folders: every package under ``zooinfer/models/`` that has a ``recipe.py`` (sorted by name)."""
+    root = Path(__file__).resolve().parent.parent / "models"
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(root)])
+                        if m.ispkg and (root / m.name / "recipe.py").is_file()))
+
+
+#: the models of this installation, found by their folders (adding one: docs/adding-a-model.md)
+NAMES = _discover()
 
 __all__ = ["NAMES", "BenchPlan", "NotebookSpec", "Published", "PerfRow", "Recipe", "available", "get"]
 

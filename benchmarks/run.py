@@ -33,7 +33,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
 
 from zooinfer import bench, pipeline, recipes, report  # noqa: E402
-from zooinfer.backends import open_session  # noqa: E402
 from zooinfer.evaluation import Evaluation  # noqa: E402
 from zooinfer.flops import count_flops  # noqa: E402
 
@@ -42,8 +41,8 @@ def _stats(values: list[float]) -> dict:
 
 
 def ort_vs_torch(ev: Evaluation, samples: np.ndarray, sizes, repeats: int, min_time: float) -> list[dict]:
-    ort = open_session("onnxruntime", onnx_path=ev.onnx_path)
-    eager = open_session("torch", model=ev.model)
+    ort = ev.session_for("onnxruntime")
+    eager = ev.session_for("torch")
     rows = []
     for bs in sizes:
         batch = bench.make_batch(samples, bs)
@@ -63,7 +62,7 @@ def ort_vs_torch(ev: Evaluation, samples: np.ndarray, sizes, repeats: int, min_t
 def end_to_end_vs_pure(ev: Evaluation, samples: np.ndarray, n: int, bs: int, repeats: int) -> dict:
     ds = ev.dataset
     stream = long_stream(ds, n)
-    sess = open_session("onnxruntime", onnx_path=ev.onnx_path)
+    sess = ev.session_for("onnxruntime")
     sess.run(bench.make_batch(samples, bs))  # warm-up outside both timings (first-run allocations)
     views = len(ev.recipe.preprocess(ds[0].path)[0])  # PyramidBox: image + mirrored copy
     e2e, pure, share = [], [], []
@@ -106,12 +105,11 @@ def _memory_child(model: str, n: int, bs: int) -> None:
     memory sampled every 20 ms *during the stream* (MiB), so model building does not mask growth."""
     import threading
 
-    ev = Evaluation(model, bs=bs, progress=False)
-    ev.prepare()
-    ds = ev.dataset
-    ref = open_session("torch", model=ev.model)
-    replay = bench.ReplaySession(ref, ev.parity_inputs(min(bs, 4)))
-    ev.model = None  # the network's weights are not part of the streaming state being measured
+    ev = Evaluation.for_model(model, bs=bs, progress=False)
+    ds = ev.prepare().dataset
+    recipe = ev.recipe
+    replay = bench.ReplaySession(ev.session_for("torch"), ev.parity_inputs(min(bs, 4)))
+    del ev  # the network's weights are not part of the streaming state being measured
     import gc
 
     gc.collect()
@@ -127,7 +125,7 @@ def _memory_child(model: str, n: int, bs: int) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    acc = ev.recipe.new_accumulator(stream)
+    acc = recipe.new_accumulator(stream)
     compute = acc.compute
     at_compute: dict = {}
 
@@ -139,7 +137,7 @@ def _memory_child(model: str, n: int, bs: int) -> None:
 
     acc.compute = compute_marked
     t0 = time.perf_counter()
-    res = pipeline.run(ev.recipe, stream, replay, bs=bs, accumulator=acc, progress=False)
+    res = pipeline.run(recipe, stream, replay, bs=bs, accumulator=acc, progress=False)
     stop.set()
     sampler.join()
     print(json.dumps({"n": n, "done": res.n_done, "rss_before_mib": base, "peak_rss_mib": at_compute["peak_rss_mib"],
@@ -193,19 +191,19 @@ def preprocess_rate(ev: Evaluation, n: int = 20) -> float:
 
 def bench_model(name: str, args) -> dict:
     print(f"\n== {name}", flush=True)
-    ev = Evaluation(name, progress=False)
+    ev = Evaluation.for_model(name, progress=False)
     ev.prepare()
-    ev.export()
+    exported = ev.export()
     samples = ev.parity_inputs(4)
     plan = ev.recipe.bench
     sizes = plan.batch_sizes[: 2 if args.quick else None]
-    result: dict = {"model": name, "parity": ev.parity_rows}
+    result: dict = {"model": name, "parity": list(exported.parity)}
     result["ort_vs_torch"] = ort_vs_torch(ev, samples, sizes, args.repeats, args.min_time)
     e2e_bs = 8 if 8 in sizes else sizes[-1]
     n_stream = plan.stream // (4 if args.quick else 1)
     # at least 3 batches: with one or two, filling and draining the pipeline (nothing to overlap) dominate
     result["end_to_end"] = end_to_end_vs_pure(ev, samples, max(n_stream, 3 * e2e_bs), e2e_bs, args.repeats)
-    flops = count_flops(ev.onnx_path, (1, *ev.recipe.input_shape))
+    flops = count_flops(exported.path, (1, *ev.recipe.input_shape))
     best = max(result["ort_vs_torch"], key=lambda r: r["ort_ips"]["median"])
     result["flops_per_image"] = flops
     result["achieved_gflops"] = flops * best["ort_ips"]["median"] / 1e9
@@ -215,7 +213,7 @@ def bench_model(name: str, args) -> dict:
         short, long = plan.memory_quick if args.quick else plan.memory
         result["memory"] = memory_growth(name, short, long, e2e_bs)
     if args.profile:
-        result["profile"] = bench.profile_top_ops(ev.onnx_path, bench.make_batch(samples, e2e_bs))
+        result["profile"] = bench.profile_top_ops(exported.path, bench.make_batch(samples, e2e_bs))
     return result
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from zooinfer import export, pipeline
-from zooinfer.backends import open_session
-from zooinfer.distributed import Ledger, ShardSpec, _local_onnx, cpus_per_task, ship_file
+from zooinfer.backends import open_session, registry
+from zooinfer.config import RunConfig
+from zooinfer.distributed import (Ledger, ShardSpec, _local_onnx, _task_resources, cpus_per_task,
+                                  evaluate_distributed, ship_file)
 from zooinfer.datasets.base import ImageDataset, Sample
 from zooinfer.errors import ZooinferError
 from zooinfer.evaluation import Evaluation
@@ -39,10 +41,10 @@ def ray():
 
 
 # ------------------------------------------------------------------------------------------------ a tiny classifier
-def tiny_recipe(faults: Path | None = None):
-    """4-class logits, top-k metric, compact top-5. A file ``raise-<key>`` / ``die-<key>`` in ``faults`` makes that
-    sample raise / kill its worker process (``once-`` prefix: the file is removed first, so only one attempt fails).
-    The closure travels to the workers by value with the recipe."""
+def tiny_recipe(faults: Path | None = None, dataset: ImageDataset | None = None, model=None):
+    """4-class logits, top-k metric, compact top-5; opens ``dataset`` and builds ``model``. A file ``raise-<key>`` /
+    ``die-<key>`` in ``faults`` makes that sample raise / kill its worker process (``once-`` prefix: the file is
+    removed first, so only one attempt fails). The closure travels to the workers by value with the recipe."""
 
     def post(outputs, meta):
         key = meta["key"]
@@ -58,7 +60,7 @@ def tiny_recipe(faults: Path | None = None):
         return outputs[0]
 
     return replace(make_recipe(), postprocess=post, new_accumulator=lambda ds: TopKAccumulator(),
-                   compact=compact_logits)
+                   compact=compact_logits, open_dataset=lambda root: dataset, build=lambda weights: model)
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +80,15 @@ def tiny_ev_parts(tmp_path_factory):
     return ImageDataset("tiny", d, samples), model, str(onnx_path)
 
 
-def tiny_evaluation(parts, workers, faults=None, **kw):
+def tiny_config(parts, processes, **kw) -> RunConfig:
+    return RunConfig(model="tiny", bs=2, progress=False, processes=processes, onnx_path=parts[2], **kw)
+
+
+def tiny_evaluation(parts, processes, faults=None, **kw):
+    """A prepared evaluation of the tiny recipe over ``parts`` (its ONNX file given as ``onnx_path``)."""
     ds, model, onnx_path = parts
-    ev = Evaluation("dpn131", bs=2, progress=False, workers=workers, **kw)
-    ev.recipe, ev.dataset, ev.model, ev.onnx_path = tiny_recipe(faults), ds, model, onnx_path
+    ev = Evaluation(tiny_config(parts, processes, **kw), recipe=tiny_recipe(faults, ds, model))
+    ev.prepare()
     return ev
 
 
@@ -122,23 +129,40 @@ def test_without_ray_says_how_to_install(monkeypatch, tiny_ev_parts):
 
 
 def test_bins_backend_is_not_spread():
-    ev = Evaluation("dpn131", backend="bins", workers=2)
-    ev.dataset = ImageDataset("x", Path("."), [])
-    with pytest.raises(ZooinferError, match="workers=1"):
-        ev.evaluate()
+    with pytest.raises(ZooinferError, match="nothing to spread over processes; run it with processes=1"):
+        RunConfig(model="dpn131", backend="bins", processes=2)
+    with pytest.raises(ZooinferError, match="processes=1"), pytest.warns(FutureWarning):
+        Evaluation.from_parameters({"model": "dpn131", "backend": "bins", "workers": 2})
+
+
+def test_tasks_ask_ray_for_the_resource_their_backend_declares():
+    one = _task_resources(registry.get("onnxruntime"), {"CPU": 4}, [4], 2)
+    assert one == {"num_cpus": 2}
+    assert _task_resources(registry.get("ort-cuda"), {"CPU": 4, "GPU": 1}, [4], 2) == {"num_cpus": 2,
+                                                                                       "num_gpus": 0.5}
+    assert _task_resources(registry.get("acl"), {"CPU": 4, "NPU": 2}, [4], 2) == {"num_cpus": 2,
+                                                                                  "resources": {"NPU": 1.0}}
+    with pytest.raises(ZooinferError, match="backend 'torch-cuda' needs a GPU per process, but the Ray cluster has"):
+        _task_resources(registry.get("torch-cuda"), {"CPU": 4}, [4], 2)
+
+
+def test_an_onnx_backend_needs_the_drivers_onnx_file(tiny_ev_parts):
+    with pytest.raises(ZooinferError, match="needs an ONNX file on the driver: export it first"):
+        evaluate_distributed(RunConfig(model="tiny", processes=2), tiny_recipe(), tiny_ev_parts[0])
 
 
 def test_two_workers_equal_one_process(ray, tiny_ev_parts, single):
     res = tiny_evaluation(tiny_ev_parts, 2).evaluate()
     ds = tiny_ev_parts[0]
+    assert res.shards is res.workers  # the old name still reads
     assert res.metrics == single.metrics and 0 < res.metrics["top1"] < 1 and res.metrics["n_images"] == 9
     assert res.accumulator.keys == [s.key for s in ds] == single.accumulator.keys
     assert res.n_done == res.n_samples == 9 and not res.skipped
-    assert [(r["shard"], r["samples"], r["first"], r["attempts"]) for r in res.workers] == \
+    assert [(r["shard"], r["samples"], r["first"], r["attempts"]) for r in res.shards] == \
            [(0, 4, "img0", 1), (1, 5, "img4", 1)]
-    assert {r["cpus"] for r in res.workers} == {1} and {r["threads"] for r in res.workers} == {1}
-    assert {r["cores"] for r in res.workers} == {None}  # not pinned unless asked
-    assert sum(r["n_done"] for r in res.workers) == 9
+    assert {r["cpus"] for r in res.shards} == {1} and {r["threads"] for r in res.shards} == {1}
+    assert {r["cores"] for r in res.shards} == {None}  # not pinned unless asked
+    assert sum(r["n_done"] for r in res.shards) == 9
     # full predictions are kept for plots, in dataset order, and equal to the single-process ones
     assert [s.key for s, _ in res.kept] == [s.key for s, _ in single.kept] == ["img0", "img1", "img2", "img3"]
     for (_, a), (_, b) in zip(res.kept, single.kept):
@@ -150,9 +174,9 @@ def test_limit_more_workers_than_samples_and_pinning(ray, tiny_ev_parts, monkeyp
     monkeypatch.setenv("ZOOINFER_PIN_CORES", "1")
     res = tiny_evaluation(tiny_ev_parts, 4, limit=3).evaluate()
     assert res.n_samples == 3 and res.accumulator.keys == ["img0", "img1", "img2"]
-    assert [r["samples"] for r in res.workers] == [1, 1, 1]  # shard 0 of 4 is empty: no task for it
+    assert [r["samples"] for r in res.shards] == [1, 1, 1]  # shard 0 of 4 is empty: no task for it
     allowed = os.sched_getaffinity(0)
-    for r in res.workers:  # 1 CPU per task: each ran on one core of its own
+    for r in res.shards:  # 1 CPU per task: each ran on one core of its own
         assert r["cpus"] == 1 and r["cores"] is not None and int(r["cores"]) in allowed
     assert os.sched_getaffinity(0) == allowed
 
@@ -180,9 +204,9 @@ def test_a_dying_and_a_raising_worker_are_retried_once(ray, tiny_ev_parts, singl
     assert not list(faults.iterdir())  # both faults fired
     assert res.metrics == single.metrics and res.accumulator.keys == single.accumulator.keys  # none lost or twice
     assert res.n_done == 9 and len(res.accumulator.keys) == 9
-    assert [(r["attempts"], r["retries"]) for r in res.workers] == [(2, 1), (2, 1)]
-    assert "worker process died" in res.workers[0]["retry_reasons"]
-    assert "RuntimeError: injected failure on img6" in res.workers[1]["retry_reasons"]
+    assert [(r["attempts"], r["retries"]) for r in res.shards] == [(2, 1), (2, 1)]
+    assert "worker process died" in res.shards[0]["retry_reasons"]
+    assert "RuntimeError: injected failure on img6" in res.shards[1]["retry_reasons"]
 
 
 def test_a_shard_that_always_fails_names_its_samples(ray, tiny_ev_parts, faults, tmp_path):
@@ -197,21 +221,20 @@ def test_a_shard_that_always_fails_names_its_samples(ray, tiny_ev_parts, faults,
 
 
 def test_a_data_root_the_workers_cannot_see_is_named(ray, tiny_ev_parts, tmp_path):
-    ev = tiny_evaluation(tiny_ev_parts, 2)
+    ds = tiny_ev_parts[0]
     gone = tmp_path / "not-mounted"
-    ev.dataset = replace(ev.dataset, root=gone, samples=[replace(s, path=str(gone / Path(s.path).name))
-                                                          for s in ev.dataset])
+    moved = replace(ds, root=gone, samples=[replace(s, path=str(gone / Path(s.path).name)) for s in ds])
     with pytest.raises(ZooinferError, match=f"data root {gone} is not visible on node .*same path"):
-        ev.evaluate()
+        evaluate_distributed(tiny_config(tiny_ev_parts, 2), tiny_recipe(), moved)
 
 
 def test_a_node_without_the_onnx_file_gets_it_from_the_object_store(ray, tiny_ev_parts, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOOINFER_CACHE", str(tmp_path / "cache"))
     ds, _, onnx_path = tiny_ev_parts
     blob = ship_file(ray, onnx_path)
-    spec = ShardSpec(index=0, count=1, first=0, shard=ds, recipe=tiny_recipe(), backend="onnxruntime", bs=2,
-                     onnx_path=str(tmp_path / "elsewhere" / "tiny.onnx"), weights=None, om_path=None, fp16=False,
-                     threads=1, prep_threads=1, cpus=1, device_id=0, keep=0, onnx_blob=blob)
+    cfg = RunConfig(model="tiny", bs=2, threads=1, prep_threads=1, keep=0)
+    spec = ShardSpec(config=cfg, recipe=tiny_recipe(), index=0, count=1, first=0, shard=ds, cpus=1,
+                     onnx_path=str(tmp_path / "elsewhere" / "tiny.onnx"), onnx_blob=blob)
     local = Path(_local_onnx(spec, ray))
     assert local.parent == tmp_path / "cache" / "onnx" / "shipped" and local.name.startswith("tiny-")
     assert local.read_bytes() == Path(onnx_path).read_bytes()
@@ -221,10 +244,10 @@ def test_a_node_without_the_onnx_file_gets_it_from_the_object_store(ray, tiny_ev
 def test_dpn131_two_workers_equal_one_process(ray):
     """The embedded ImageNet sample: labels re-chosen from the single-process logits so that the ranks are
     0,1,2,3,4,miss,0,1,2,miss (synthetic weights otherwise miss everything): top-k = 2,4,6,7,8 of 10."""
-    ev1 = Evaluation("dpn131", bs=4, progress=False)
+    ev1 = Evaluation.for_model("dpn131", bs=4, progress=False)
     ev1.prepare()
-    ev1.onnx_path = str(export.export_onnx(ev1.recipe, ev1.model))  # cached; checked in test_evaluation
-    got = pipeline.run(ev1.recipe, ev1.dataset, open_session("onnxruntime", onnx_path=ev1.onnx_path), bs=4,
+    onnx_path = str(export.export_onnx(ev1.recipe, ev1.model))  # cached; checked in test_evaluation
+    got = pipeline.run(ev1.recipe, ev1.dataset, open_session("onnxruntime", onnx_path=onnx_path), bs=4,
                        accumulator=_Logits(), progress=False)
     logits = np.stack([z for _, z in got.accumulator.items])
     assert logits.shape == (10, 1000)
@@ -240,11 +263,10 @@ def test_dpn131_two_workers_equal_one_process(ray):
     expected = {"top1": 0.2, "top2": 0.4, "top3": 0.6, "top4": 0.7, "top5": 0.8, "n_images": 10}
     assert single.compute() == expected
 
-    ev2 = Evaluation("dpn131", bs=4, progress=False, workers=2)
-    ev2.model, ev2.dataset, ev2.onnx_path = ev1.model, ds, ev1.onnx_path
-    res = ev2.evaluate()
+    # the Ray path needs no Evaluation: the configuration, the recipe, the dataset and the driver's ONNX file
+    res = evaluate_distributed(replace(ev1.config, processes=2), ev1.recipe, ds, onnx_path=onnx_path)
     assert res.metrics == expected and res.accumulator.keys == [s.key for s in ds]
-    assert [r["samples"] for r in res.workers] == [5, 5] and len({r["where"] for r in res.workers}) == 2
+    assert [r["samples"] for r in res.shards] == [5, 5] and len({r["where"] for r in res.shards}) == 2
     for (s, z), want in zip(res.kept, logits):
         np.testing.assert_allclose(z, want, rtol=1e-4, atol=1e-4)
 

@@ -1,24 +1,52 @@
-"""The notebook's orchestration on DPN131: the Ascend result-folder path, errors, and the report folder."""
+"""The notebook's orchestration on DPN131: step results, the Ascend result-folder path, errors, the report folder."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from zooinfer import cli
+from zooinfer import cli, report
 from zooinfer.backends import open_session
-from zooinfer.errors import ZooinferError
-from zooinfer.evaluation import Evaluation
+from zooinfer.config import RunConfig
+from zooinfer.errors import BackendError, ZooinferError
+from zooinfer.evaluation import Evaluation, ExportResult, Prepared
 
 
 @pytest.fixture(scope="module")
 def ev_ort():
-    ev = Evaluation("dpn131", bs=4, limit=5, progress=False)
+    ev = Evaluation.for_model("dpn131", bs=4, limit=5, progress=False)
     ev.prepare()
     ev.export()
     ev.evaluate()
     return ev
+
+
+def _reported(ev: Evaluation, **config_changes) -> Evaluation:
+    """An evaluation over ``ev``'s step results with a changed configuration (e.g. another output root)."""
+    return Evaluation(replace(ev.config, **config_changes), recipe=ev.recipe, steps=ev.steps)
+
+
+def test_steps_return_their_results_and_the_evaluation_keeps_the_latest(ev_ort):
+    prepared, exported, result = ev_ort.steps.prepared, ev_ort.steps.exported, ev_ort.steps.run
+    assert isinstance(prepared, Prepared) and isinstance(exported, ExportResult) and result is ev_ort.result
+    assert prepared.model is ev_ort.model and prepared.dataset is ev_ort.dataset and prepared.images == 5
+    # the notebooks read both as the dicts they show
+    assert prepared["checkpoint"] == "synthetic" and prepared["md5_matches"] is None and prepared["images"] == 5
+    assert "| checkpoint |" in report.markdown_table([prepared])
+    assert set(exported) >= {"path", "opset", "inputs", "outputs", "size_mb", "parity", "batch_invariance_max_abs"}
+    assert exported["path"] == exported.path == ev_ort.onnx_path and exported["opset"] == ev_ort.recipe.opset
+    assert exported["parity"][0]["output"] == "class" and exported["parity"] == list(exported.parity)
+    assert exported["batch_invariance_max_abs"] == exported.batch_invariance < 1e-3
+    assert ev_ort.steps.session_info["name"] == "onnxruntime" and ev_ort.steps.session_info["device"] == "cpu"
+
+
+def test_evaluation_takes_a_run_config():
+    with pytest.raises(ZooinferError, match="Evaluation takes a RunConfig, got str"):
+        Evaluation("dpn131")
+    ev = Evaluation(RunConfig(model="dpn131", bs=2))
+    assert ev.recipe.name == "dpn131" and ev.config.bs == 2 and ev.result is None and ev.model is None
 
 
 def test_accuracy_is_flagged_not_meaningful_on_the_embedded_default(ev_ort):
@@ -38,34 +66,47 @@ def test_ascend_result_folder_gives_the_same_accuracy(ev_ort, tmp_path):
     for f in sorted(prep.glob("*.bin")):
         out = sess.run(np.fromfile(f, np.float32).reshape(1, 3, 224, 224))[0]
         out.astype(np.float32).tofile(result / f"{f.stem}_0.bin")
-    ev = Evaluation("dpn131", backend="bins", results_dir=str(result), limit=5, progress=False)
+    ev = Evaluation.for_model("dpn131", backend="bins", results_dir=str(result), limit=5, progress=False)
     ev.prepare()
     res = ev.evaluate()
     assert res.n_done == 5 and res.metrics == ev_ort.result.metrics
     assert res.backend == "bins"
+    assert ev.benchmark([1], min_time=0.0) != [] and {r["backend"] for r in ev.bench_rows} == {"torch"}  # no bins
+
+
+def test_bins_without_a_results_folder_names_the_parameter(ev_ort):
+    ev = Evaluation(replace(ev_ort.config, backend="bins"), steps=ev_ort.steps)
+    with pytest.raises(BackendError, match=r"backend 'bins' needs results_dir= \(the folder ais_bench"):
+        ev.evaluate()
+
+
+def test_acl_without_an_om_file_names_the_parameter(ev_ort):
+    ev = Evaluation(replace(ev_ort.config, backend="acl"), steps=ev_ort.steps)
+    with pytest.raises(BackendError, match=r"backend 'acl' needs om_path="):
+        ev.session_for()
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    ev = Evaluation("dpn131", weights=str(tmp_path / "dpn131-7af84be88.pth"))
+    ev = Evaluation.for_model("dpn131", weights=str(tmp_path / "dpn131-7af84be88.pth"))
     with pytest.raises(ZooinferError, match="checkpoint file not found: .*published file is dpn131-7af84be88.pth"):
         ev.prepare()
 
 
 def test_missing_dataset_names_the_layout(tmp_path):
-    ev = Evaluation("dpn131", data_root=str(tmp_path / "imagenet"))
+    ev = Evaluation.for_model("dpn131", data_root=str(tmp_path / "imagenet"))
     with pytest.raises(ZooinferError, match="Expected layout"):
         ev.prepare()
 
 
 def test_steps_out_of_order_say_what_to_call():
     with pytest.raises(ZooinferError, match=r"call prepare\(\) first"):
-        Evaluation("dpn131").export()
+        Evaluation.for_model("dpn131").export()
+    with pytest.raises(ZooinferError, match=r"call evaluate\(\) first"):
+        Evaluation.for_model("dpn131").accuracy()
 
 
-def test_finish_writes_a_complete_run_folder(ev_ort, tmp_path, monkeypatch):
-    monkeypatch.delenv("ZOOINFER_RUN_DIR", raising=False)
-    ev_ort.output_root = str(tmp_path)
-    ev_ort.bench_rows = [{"backend": "onnxruntime", "bs": 4, "throughput": 4.0, "latency_ms_p50": 1000.0,
+def test_finish_writes_a_complete_run_folder(ev_ort, tmp_path):
+    bench_rows = [{"backend": "onnxruntime", "bs": 4, "throughput": 4.0, "latency_ms_p50": 1000.0,
                           "latency_ms_p90": 1000.0, "latency_ms_p99": 1000.0, "cv": 0.0, "unstable": False},
                          {"backend": "torch", "bs": 4, "throughput": 2.0, "latency_ms_p50": 2000.0,
                           "latency_ms_p90": 2000.0, "latency_ms_p99": 2000.0, "cv": 0.0, "unstable": False},
@@ -73,26 +114,52 @@ def test_finish_writes_a_complete_run_folder(ev_ort, tmp_path, monkeypatch):
                           "latency_ms_p90": 2667.0, "latency_ms_p99": 2667.0, "cv": 0.0, "unstable": False},
                          {"backend": "torch", "bs": 8, "throughput": 9.0, "latency_ms_p50": 889.0,
                           "latency_ms_p90": 889.0, "latency_ms_p99": 889.0, "cv": 0.0, "unstable": False}]
-    path = ev_ort.finish()
+    ev = Evaluation(replace(ev_ort.config, output_root=str(tmp_path)), recipe=ev_ort.recipe,
+                    steps=replace(ev_ort.steps, benchmark=tuple(bench_rows)))
+    path = ev.finish()
     assert path.parent == tmp_path / "dpn131" and not path.name.startswith(".")
     doc = json.loads((path / "metrics.json").read_text())
     assert doc["accuracy_meaningful"] is False and doc["accuracy"]["n_images"] == 5
     assert doc["published"]["reference"] == {"top1": 0.79432, "top5": 0.94574}
     assert doc["ratios"]["onnxruntime_vs_torch_bs4"] == 2.0
-    assert doc["best_batch_size"] == 4 == ev_ort.best_batch()  # this run's backend, not torch's best (bs 8)
+    assert doc["best_batch_size"] == 4 == ev.best_batch()  # this run's backend, not torch's best (bs 8)
     assert doc["checkpoint"]["published_md5"] == "71e7844aa8646dc75494976c7c86241a"
     assert doc["onnx"]["parity"][0]["output"] == "class" and doc["dataset"]["evaluated"] == 5
     assert "atc --framework=5" in doc["ascend_commands"]["atc"]
     assert (path / "throughput_latency.png").stat().st_size > 1000
+    assert doc["parameters"]["processes"] == 1 and doc["parameters"]["limit"] == 5 and "workers" not in doc["parameters"]
+    assert doc["backend"] == {"name": "onnxruntime", "device": "cpu", "providers": ["CPUExecutionProvider"],
+                              "threads": ev_ort.session.threads}
+    assert doc["shards"] == [] and doc["end_to_end"]["bs"] == 4
 
 
-def test_profile_lists_operators_by_time_and_lands_in_metrics_json(ev_ort, tmp_path, monkeypatch):
+def test_finish_writes_into_the_run_dir_a_caller_owns_and_leaves_it_there(ev_ort, tmp_path):
+    partial = tmp_path / "dpn131" / ".r2.partial"
+    path = _reported(ev_ort, run_dir=str(partial)).finish()
+    assert path == tmp_path / "dpn131" / "r2" and not path.exists()  # zooinfer run renames it after rendering
+    assert json.loads((partial / "metrics.json").read_text())["model"] == "dpn131"
+
+
+def test_finish_lets_the_metric_write_its_files_before_the_folder_is_complete(ev_ort, tmp_path):
+    class WritingAccumulator:
+        seen = []
+
+        def write_artifacts(self, folder):
+            self.seen.append(folder.name)
+            (folder / "submission.txt").write_text("rows\n")
+
+    ev = _reported(ev_ort, output_root=str(tmp_path))
+    ev.steps = replace(ev.steps, run=replace(ev.steps.run, accumulator=WritingAccumulator()))
+    path = ev.finish()
+    assert WritingAccumulator.seen and WritingAccumulator.seen[0].endswith(".partial")  # written before the rename
+    assert (path / "submission.txt").read_text() == "rows\n"
+
+
+def test_profile_lists_operators_by_time_and_lands_in_metrics_json(ev_ort, tmp_path):
     rows = ev_ort.profile(top=5, runs=1)
     assert 0 < len(rows) <= 5 and any("Conv" in r["op"] for r in rows)  # a CNN: convolutions among the top
     times = [r["ms_per_run"] for r in rows]
     assert times == sorted(times, reverse=True) and times[0] > 0 and sum(r["share"] for r in rows) <= 1.0 + 1e-9
-    monkeypatch.delenv("ZOOINFER_RUN_DIR", raising=False)
-    ev_ort.output_root = str(tmp_path)
-    doc = json.loads((ev_ort.finish() / "metrics.json").read_text())
+    doc = json.loads((_reported(ev_ort, output_root=str(tmp_path)).finish() / "metrics.json").read_text())
     assert doc["onnxruntime_profile"] == json.loads(json.dumps(rows))
 

@@ -141,3 +141,72 @@ def test_multi_view_results_from_an_external_tool(tiny_model, tiny_dataset, tmp_
         assert k1 == k2 and len(a) == 2
         for va, vb in zip(a, b):
             np.testing.assert_allclose(va[0], vb[0], atol=1e-6)
+
+
+class _StoredOutputs:
+    """Outputs computed elsewhere, handed out by key (what bins.OutputReader does with files); ``missing`` keys
+    raise FileNotFoundError as a missing result file does."""
+
+    name, device = "stored", "memory"
+
+    def __init__(self, outputs, missing=()):
+        self.outputs, self.missing, self.reads = outputs, set(missing), []
+
+    def read(self, key):
+        self.reads.append(key)
+        if key in self.missing:
+            raise FileNotFoundError(f"no result file {key}_0.bin")
+        return self.outputs[key]
+
+
+def test_stored_results_are_scored_without_inference(tiny_model, tiny_dataset):
+    expected = {k: [o[0] for o in outs] for k, outs in _expected(tiny_model, tiny_dataset).items()}
+    stored = _StoredOutputs(expected, missing={"img3"})
+    res = pipeline.score_stored(make_recipe(), tiny_dataset, stored, progress=False, keep=2)
+    assert stored.reads == [s.key for s in tiny_dataset]
+    assert res.n_done == 6 and [k for k, _, _ in res.skipped] == ["img3"] and "FileNotFoundError" in res.skipped[0][2]
+    assert res.timer.items["infer"] == 0 and res.timer.items["preprocess"] == 0 and res.timer.items["read"] == 6
+    assert [k for k, _ in res.accumulator.items] == [s.key for s in tiny_dataset if s.key != "img3"]
+    assert [s.key for s, _ in res.kept] == ["img0", "img1"] and res.backend == "stored"
+    # run() takes the same path for a reader, and the inference path for a session
+    again = pipeline.run(make_recipe(), tiny_dataset, _StoredOutputs(expected), bs=4, prep_threads=2, progress=False)
+    assert again.n_done == 7 and again.timer.items["infer"] == 0
+    direct = pipeline.run(make_recipe(), tiny_dataset, open_session("torch", model=tiny_model), bs=4, progress=False)
+    assert direct.timer.items["infer"] == 7
+    for (k1, a), (k2, b) in zip(again.accumulator.items, direct.accumulator.items):
+        assert k1 == k2
+        np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+
+
+def test_the_inference_path_refuses_a_bad_static_batch_before_reading(tiny_model, tiny_dataset):
+    sess = FixedBatchSession(open_session("torch", model=tiny_model), 4)
+    with pytest.raises(BackendError, match="static batch size of 4"):
+        pipeline.run_inference(make_recipe(), tiny_dataset, sess, bs=2, progress=False)
+    assert sess.seen == []
+
+
+def test_progress_bar_is_a_widget_only_where_ipywidgets_is_installed(monkeypatch):
+    import importlib.util
+    import sys
+    import types
+
+    import tqdm
+
+    class WidgetBar(tqdm.tqdm):
+        pass
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=WidgetBar))
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "ipywidgets" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    bar = pipeline.progress_bar(3, "x", True)
+    assert type(bar) is tqdm.std.tqdm  # plain bar: tqdm.auto would warn "IProgress not found" into the report
+    bar.close()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: object())
+    bar = pipeline.progress_bar(3, "x", True)
+    assert type(bar) is WidgetBar
+    bar.close()
+    assert pipeline.progress_bar(3, "x", False) is None

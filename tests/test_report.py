@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from zooinfer import bench, export, recipes, report
+from zooinfer.config import RunConfig
 from zooinfer.report import RunDir
 
 
-def test_run_dir_is_partial_until_finalized(tmp_path, monkeypatch):
-    monkeypatch.delenv(report.RUN_DIR_ENV, raising=False)
+def test_run_dir_is_partial_until_finalized(tmp_path):
     rd = RunDir("dpn131", tmp_path, run_id="r1")
     report.write_json(rd.file("metrics.json"), {"a": 1})
     assert rd.path.name == ".r1.partial" and not (tmp_path / "dpn131" / "r1").exists()
@@ -21,9 +22,43 @@ def test_run_dir_is_partial_until_finalized(tmp_path, monkeypatch):
 
 def test_cli_owned_run_dir_is_not_renamed_by_the_notebook(tmp_path, monkeypatch):
     partial = tmp_path / "m" / ".r2.partial"
-    monkeypatch.setenv(report.RUN_DIR_ENV, str(partial))
-    rd = RunDir("m")
+    monkeypatch.setenv("ZOOINFER_RUN_DIR", str(tmp_path / "elsewhere"))  # no environment variable is read
+    rd = RunDir("m", path=partial)
     assert rd.path == partial and rd.finalize() == tmp_path / "m" / "r2" and partial.is_dir()
+    assert not (tmp_path / "elsewhere").exists() and not hasattr(report, "RUN_DIR_ENV")
+
+
+def test_banner_says_whether_accuracy_is_meaningful():
+    r = recipes.get("dpn131")
+    text = report.banner_text(RunConfig(model="dpn131", bs=8, limit=3), r)
+    assert text.startswith("## dpn131: classification, input (3, 224, 224), backend `onnxruntime`, bs 8")
+    assert "NOT meaningful" in text and "synthetic" in text and "embedded" in text and "limit=3" in text
+    real = RunConfig(model="dpn131", weights="/data/dpn131-7af84be88.pth", data_root="/data/imagenet")
+    assert report.meaningful(real) == (True, "")
+    assert "Real checkpoint `/data/dpn131-7af84be88.pth` on `/data/imagenet`" in report.banner_text(real, r)
+
+
+def test_report_html_has_the_outputs_but_no_code(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("ev_banner_call_in_code()", execution_count=1)
+    code.outputs = [nbformat.v4.new_output("display_data", {"text/markdown": "ACCURACY_IS_NOT_MEANINGFUL"})]
+    nb.cells = [code, nbformat.v4.new_markdown_cell("## Accuracy")]
+    nbformat.write(nb, tmp_path / "m.ipynb")
+    full = report.render_html(tmp_path / "m.ipynb", tmp_path / "m.html").read_text()
+    short = report.render_html(tmp_path / "m.ipynb", tmp_path / "m-report.html", code=False).read_text()
+    assert "ev_banner_call_in_code" in full and "ev_banner_call_in_code" not in short
+    assert "ACCURACY_IS_NOT_MEANINGFUL" in short and short.index("ACCURACY_IS_NOT_MEANINGFUL") < short.index(
+        'id="Accuracy"')
+    prompt = re.compile(r"In\s\[1\]:")  # the input prompt (a no-break space in nbconvert's HTML)
+    assert prompt.search(full) and not prompt.search(short)
+
+
+def test_ratios_from_sweep_rows():
+    rows = [{"backend": "onnxruntime", "bs": 1, "throughput": 6.0}, {"backend": "torch", "bs": 1, "throughput": 2.0},
+            {"backend": "onnxruntime", "bs": 8, "throughput": 9.0}]
+    assert bench.ratios(rows, "onnxruntime", 8) == {"onnxruntime_vs_torch_bs1": 3.0}
 
 
 def test_accuracy_rows_and_markdown():

@@ -110,9 +110,10 @@ def profile_top_ops(onnx_path: str, batch: np.ndarray, runs: int = 3, top: int =
     import json
     import os
 
-    from .backends.onnxruntime import OrtSession
+    from .backends.registry import Artefacts, SessionOptions, get
 
-    sess = OrtSession(onnx_path, threads=threads, profile=True, cache_optimized=False)
+    sess = get("onnxruntime").open(Artefacts(onnx_path=onnx_path),
+                                   SessionOptions(threads=threads, profile=True, optimized_cache="off"))
     for _ in range(runs):
         sess.run(batch)
     trace = sess.end_profiling()
@@ -128,3 +129,20 @@ def profile_top_ops(onnx_path: str, batch: np.ndarray, runs: int = 3, top: int =
     total = sum(by_op.values()) or 1.0
     rows = [{"op": k, "ms_per_run": v / runs, "share": v / total} for k, v in by_op.items()]
     return sorted(rows, key=lambda r: -r["ms_per_run"])[:top]
+
+
+def ratios(rows: list[dict], backend: str, bs: int, result=None) -> dict[str, float | None]:
+    """From sweep ``rows``: each backend's throughput over PyTorch eager's per batch size
+    (``<backend>_vs_torch_bs<n>``); with the evaluation's ``result`` (a ``pipeline.RunResult`` at batch size ``bs``
+    on ``backend``): end-to-end over pure inference at ``bs`` and the inference share of the wall time."""
+    by = {(r["backend"], r["bs"]): r["throughput"] for r in rows}
+    out: dict[str, float | None] = {}
+    for (b, n), tp in by.items():
+        if b != "torch" and ("torch", n) in by:
+            out[f"{b}_vs_torch_bs{n}"] = tp / by[("torch", n)]
+    pure = by.get((backend, bs))
+    if result is not None and pure:
+        out[f"end_to_end_vs_pure_bs{bs}"] = result.throughput / pure
+    if result is not None and result.timer.items["infer"]:
+        out["inference_share_of_wall"] = result.inference_share
+    return out

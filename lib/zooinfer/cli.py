@@ -1,7 +1,8 @@
 """``zooinfer``: a thin command line over the notebooks (papermill) and a few library helpers.
 
     zooinfer list                                   models and their recipes
-    zooinfer run dpn131 -p bs 8                     render notebooks/dpn131.ipynb into outputs/dpn131/<run-id>/
+    zooinfer run dpn131 -p bs 8                     render notebooks/dpn131.ipynb into outputs/dpn131/<run-id>/:
+                                                    the executed notebook, its HTML, <model>-report.html (no code)
     zooinfer run dpn131 -f params/dpn131.yaml -p weights /data/dpn131-7af84be88.pth -p data_root /data/imagenet
     zooinfer export dpn131 --weights FILE --out dpn131.onnx [--bs 8]
     zooinfer bins dpn131 --data-root /data/imagenet --out ./prep_bin    .bin + .info inputs for ais_bench / benchmark
@@ -9,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -51,37 +51,53 @@ def cmd_list(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import papermill as pm
+#: parameters ``zooinfer run`` sets itself: the notebook writes into the run folder the CLI owns
+CLI_OWNED = ("run_dir",)
 
-    from .report import RUN_DIR_ENV, default_output_root, new_run_id
 
+def run_parameters(args: argparse.Namespace) -> dict:
+    """The notebook parameters of ``zooinfer run``: the YAML files, then ``-p`` values; the progress bar off unless
+    asked for (``-p progress true``): papermill shows its own cell progress, and a bar in the notebook would only
+    end up in the rendered report."""
     params: dict = {}
     for f in args.file or []:
         params.update(yaml.safe_load(Path(f).read_text()) or {})
     for key, value in args.param or []:
         params[key] = _parse_value(value)
+    owned = [k for k in CLI_OWNED if k in params]
+    if owned:
+        raise ZooinferError(f"parameter {owned[0]!r} is set by zooinfer run (the run folder it renders into); "
+                            "choose where with --output-root")
+    params.setdefault("progress", False)
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import papermill as pm
+
+    from .report import default_output_root, new_run_id, render_html
+
+    params = run_parameters(args)
     root = Path(args.output_root) if args.output_root else default_output_root()
     run_id = new_run_id(args.model)
     final = root / args.model / run_id
     partial = final.with_name(f".{run_id}.partial")
+    notebook = _notebook(args.model)
     partial.mkdir(parents=True)
-    os.environ[RUN_DIR_ENV] = str(partial)
+    params["run_dir"] = str(partial)  # the notebook writes metrics.json and plots here; this command renames it
     out_nb = partial / f"{args.model}.ipynb"
     try:
-        pm.execute_notebook(str(_notebook(args.model)), str(out_nb), parameters=params, kernel_name=args.kernel,
+        pm.execute_notebook(str(notebook), str(out_nb), parameters=params, kernel_name=args.kernel,
                             progress_bar=not args.quiet, cwd=str(_checkout()))
     except Exception as e:  # noqa: BLE001 - the partial folder keeps the executed notebook for diagnosis
         print(f"the notebook failed; the partial run (with the executed notebook) is in {partial}\n{e}",
               file=sys.stderr)
         return 1
-    try:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_filename(str(out_nb))
-        (partial / f"{args.model}.html").write_text(body)
-    except Exception as e:  # noqa: BLE001 - the HTML is a convenience; the run itself is complete
-        print(f"warning: could not render HTML ({e})", file=sys.stderr)
+    for name, code in ((f"{args.model}.html", True), (f"{args.model}-report.html", False)):
+        try:
+            render_html(out_nb, partial / name, code=code)
+        except Exception as e:  # noqa: BLE001 - the HTML is a convenience; the run itself is complete
+            print(f"warning: could not render {name} ({e})", file=sys.stderr)
     if final.exists():
         shutil.rmtree(final)
     partial.rename(final)
@@ -142,11 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="render a model's notebook into outputs/<model>/<run-id>/")
     run.add_argument("model")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="notebook parameter (YAML value), e.g. -p bs 8 -p weights /data/x.pth")
+                     help="notebook parameter (YAML value), e.g. -p bs 8 -p weights /data/x.pth "
+                          "(-p progress true: the pipeline's progress bar in the notebook too)")
     run.add_argument("-f", "--file", action="append", help="YAML file of parameters (e.g. params/dpn131.yaml)")
     run.add_argument("--output-root", help="parent of <model>/<run-id>/ (default: the checkout's outputs/)")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("-q", "--quiet", action="store_true", help="no papermill cell progress bar")
     run.set_defaults(fn=cmd_run)
     ex = sub.add_parser("export", help="export the ONNX file (and print the atc command)")
     ex.add_argument("model")

@@ -1,15 +1,17 @@
 """Scale-out: one evaluation spread over many processes or machines with Ray, same figures as one process.
 
-The dataset (after ``limit``) is cut into ``workers`` deterministic contiguous shards (``ImageDataset.shard``). Each
-shard is one Ray task that runs the normal :func:`zooinfer.pipeline.run` (same recipe, same backend settings, its own
-backend session with threads = the task's CPUs, on its own cores when ``ZOOINFER_PIN_CORES=1``) and sends back compact ``(sample index,
-prediction)`` pairs (``recipe.compact``: e.g. top-5 classes instead of logits), its stage timings and skipped images,
-never images. The driver feeds the pairs in dataset order into one fresh ``recipe.new_accumulator`` and computes the
-metric once, so the metrics equal a single-process run's.
+:func:`evaluate_distributed` takes the run's :class:`zooinfer.config.RunConfig`, the recipe, the dataset and the
+driver's artefacts (the ONNX file) and returns a ``RunResult``. The dataset (after ``limit``) is cut into
+``config.processes`` deterministic contiguous shards (``ImageDataset.shard``). Each shard is one Ray task that runs
+the normal :func:`zooinfer.pipeline.run` (same recipe, same backend settings, its own backend session opened through
+the backend registry with threads = the task's CPUs, on its own cores when ``ZOOINFER_PIN_CORES=1``) and sends back
+compact ``(sample index, prediction)`` pairs (``recipe.compact``: e.g. top-5 classes instead of logits), its stage
+timings and skipped images, never images. The driver feeds the pairs in dataset order into one fresh
+``recipe.new_accumulator`` and computes the metric once, so the metrics equal a single-process run's.
 
 Faults: a task that raises or whose process dies is run again by Ray (``max_retries``); only the attempt that
 finishes returns its pairs, so a shard is never lost or counted twice. Attempts are recorded by a small actor and
-listed per shard in ``RunResult.workers``. A shard that fails every attempt ends the run with a ``ZooinferError``
+listed per shard in ``RunResult.shards``. A shard that fails every attempt ends the run with a ``ZooinferError``
 naming its samples; ``Evaluation.finish`` (the only step that writes a report) is then never reached.
 
 Ray is optional (``pip install "zooinfer[ray]"``) and imported only here. Cluster set-up: docs/scale-out.md.
@@ -20,20 +22,22 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import pipeline, report
+from .backends import registry
+from .backends.registry import Artefacts, Backend, SessionOptions
+from .config import RunConfig
 from .datasets.base import ImageDataset
 from .errors import ZooinferError
 
 #: Ray task retries per shard (a shard runs at most MAX_RETRIES + 1 times)
 MAX_RETRIES = 2
-#: backends that need a GPU per task (Ray sets CUDA_VISIBLE_DEVICES, so the task's device is 0)
-GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "torch-cuda")
-#: Ray's resource name for Ascend NPUs (Ray sets ASCEND_RT_VISIBLE_DEVICES, so the task's device is 0)
-NPU_RESOURCE = "NPU"
+#: a backend's resource -> the Ray resource one task asks for (Ray sets CUDA_VISIBLE_DEVICES /
+#: ASCEND_RT_VISIBLE_DEVICES, so the task's device is 0); CPU backends ask for CPUs only
+RAY_RESOURCES = {"gpu": "GPU", "npu": "NPU"}
 #: environment variable: 1 pins each CPU task to its own block of its node's cores (default: the OS places them;
 #: on a shared machine pinning was slower, see docs/scale-out.md)
 PIN_ENV = "ZOOINFER_PIN_CORES"
@@ -45,8 +49,8 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ZooinferError(f"workers > 1 or ray_address needs Ray, which is not installed: {INSTALL_HINT}; "
-                            "or run with workers=1 (one local process, no Ray)") from None
+        raise ZooinferError(f"processes > 1 or ray_address needs Ray, which is not installed: {INSTALL_HINT}; "
+                            "or run with processes=1 (one local process, no Ray)") from None
     return ray
 
 
@@ -67,25 +71,21 @@ def describe_keys(keys: list[str], first: int = 3) -> str:
 class ShardSpec:
     """Everything one shard task needs (pickled to the worker; no model, no session, no images)."""
 
+    config: RunConfig  # the run's configuration (backend, bs, threads, weights, om_path, keep...)
+    recipe: Any  # the Recipe object itself (model facts travel with it; tests may use an unregistered one)
     index: int
     count: int
     first: int  # dataset index of the shard's first sample
     shard: ImageDataset
-    recipe: Any  # the Recipe object itself (model facts travel with it; tests may use an unregistered one)
-    backend: str
-    bs: int
-    onnx_path: str | None
-    weights: str | None
-    om_path: str | None
-    fp16: bool
-    threads: int | None  # inference threads (None: the task's CPUs)
-    prep_threads: int | None  # preprocessing threads (None: a quarter of the task's CPUs)
-    cpus: int
-    device_id: int
-    keep: int
+    cpus: int  # CPUs Ray reserved for the task
+    onnx_path: str | None = None  # the driver's ONNX file (backends that need one)
     pin: bool = False  # pin the task to its own cores (see PIN_ENV)
     #: (file name, ObjectRef of the ONNX bytes) for nodes that cannot see ``onnx_path``; empty: not shipped
     onnx_blob: tuple = ()
+
+    @property
+    def backend(self) -> Backend:
+        return registry.get(self.config.backend)
 
 
 class Ledger:
@@ -179,38 +179,49 @@ def _local_onnx(spec: ShardSpec, ray) -> str:
     return str(local)
 
 
-def _open_session(spec: ShardSpec, ray, threads: int):
-    """The task's backend session, opened as ``Evaluation.open_session`` opens it (device 0 = the task's GPU/NPU)."""
-    from .backends import open_session
-
-    device = 0 if spec.backend in (*GPU_BACKENDS, "acl") else spec.device_id
-    if spec.backend in ("torch", "torch-cuda"):
+def build_network(recipe, weights: str | None):
+    """The recipe's network with ``weights`` (None: synthetic), in eval mode: what ``models.build_model`` builds for a
+    registered model, also for an unregistered recipe that names its builder."""
+    if recipe.build is None:
         from .models import build_model
 
-        return open_session(spec.backend, model=build_model(spec.recipe.name, spec.weights), threads=threads,
-                            device_id=device)
-    if spec.backend == "acl":
-        return open_session("acl", om_path=spec.om_path, device_id=device)
-    path = _local_onnx(spec, ray)
-    if spec.backend == "onnxruntime":
-        import onnxruntime as ort
+        return build_model(recipe.name, weights)
+    return recipe.build(None if weights is None else os.fspath(weights)).eval()
 
-        from .backends.onnxruntime import OrtSession, _machine_tag
 
-        # read the optimised graph the driver cached, but never write it here: tasks start together and would race
-        opt = Path(path).with_suffix(f".ort-opt-{_machine_tag(ort.__version__)}.onnx")
-        fresh = opt.is_file() and opt.stat().st_mtime >= Path(path).stat().st_mtime  # OrtSession's own test
-        return OrtSession(path, threads=threads, fp16=spec.fp16, cache_optimized=fresh)
-    return open_session(spec.backend, onnx_path=path, threads=threads, fp16=spec.fp16, device_id=device)
+#: how a task provides each artefact a backend can need (the registry's declarations decide which are asked for)
+_TASK_ARTEFACTS = {
+    "onnx_path": lambda spec, ray: _local_onnx(spec, ray),
+    "model": lambda spec, ray: build_network(spec.recipe, spec.config.weights),
+    "om_path": lambda spec, ray: spec.config.om_path,
+}
+#: artefacts every node must see at the driver's path: need -> (what it is, its path in the configuration)
+_SHARED_FILES = {"model": ("checkpoint", lambda c: c.weights), "om_path": ("OM file", lambda c: c.om_path)}
+
+
+def _open_session(spec: ShardSpec, ray, threads: int):
+    """The task's backend session, opened through the registry as the single process opens it, with the task's
+    threads and device (0 = the task's GPU/NPU) and ONNX Runtime's optimised-graph cache read but never written
+    (tasks start together and would race on the file)."""
+    backend = spec.backend
+    unsupported = [n for n in backend.needs if n not in _TASK_ARTEFACTS]
+    if unsupported:
+        raise ZooinferError(f"backend {backend.name!r} needs {', '.join(unsupported)}, which a Ray task cannot "
+                            "provide; run it with processes=1")
+    artefacts = Artefacts(**{need: _TASK_ARTEFACTS[need](spec, ray) for need in backend.needs})
+    device = 0 if backend.resource in RAY_RESOURCES else spec.config.device_id
+    options = SessionOptions.from_config(spec.config, threads=threads, device_id=device, optimized_cache="read")
+    return backend.open(artefacts, options)
 
 
 def _check_visible(spec: ShardSpec) -> None:
     """Files every node must see at the driver's paths (else the pipeline would skip every image as unreadable)."""
     need = [("data root", str(spec.shard.root))]
-    if spec.backend in ("torch", "torch-cuda") and spec.weights:
-        need.append(("checkpoint", spec.weights))
-    if spec.backend == "acl":
-        need.append(("OM file", spec.om_path))
+    for artefact in spec.backend.needs:
+        if artefact in _SHARED_FILES:
+            what, path = _SHARED_FILES[artefact][0], _SHARED_FILES[artefact][1](spec.config)
+            if path:
+                need.append((what, path))
     for what, path in need:
         if not Path(path).exists():
             raise ZooinferError(f"the {what} {path} is not visible on node {socket.gethostname()}: every node must "
@@ -227,15 +238,16 @@ def run_shard(spec: ShardSpec, ledger) -> dict:
     try:
         _check_visible(spec)
         pinned = _pin(ray, ledger, spec.cpus) if spec.pin else None
-        threads = spec.threads or spec.cpus
+        cfg = spec.config
+        threads = cfg.threads or spec.cpus
         t0 = time.perf_counter()
         session = _open_session(spec, ray, threads)
         t1 = time.perf_counter()
         collector = Collector(spec.shard, spec.first, spec.recipe.compact,
                               report=lambda n: ledger.progress.remote(spec.index, n))
-        res = pipeline.run(spec.recipe, spec.shard, session, bs=spec.bs, accumulator=collector,
-                           workers=spec.prep_threads or max(1, min(8, spec.cpus // 4)), progress=False,
-                           keep=spec.keep)
+        res = pipeline.run(spec.recipe, spec.shard, session, bs=cfg.bs, accumulator=collector,
+                           prep_threads=cfg.prep_threads or max(1, min(8, spec.cpus // 4)), progress=False,
+                           keep=cfg.keep)
         return {"index": spec.index, "pairs": collector.pairs, "kept": res.kept, "skipped": res.skipped,
                 "timer": res.timer, "n_done": res.n_done, "run_s": res.wall_s, "open_s": t1 - t0,
                 "attempt": attempt, "where": where, "threads": getattr(session, "threads", threads),
@@ -272,14 +284,15 @@ def cpus_per_task(node_cpus: list[int], n_tasks: int) -> int:
     return c
 
 
-def _task_resources(ev, total: dict, node_cpus: list[int], n_shards: int) -> dict:
-    """Ray resources of one shard task: the cluster's CPUs shared out, plus one GPU/NPU (or a share of them)."""
+def _task_resources(backend: Backend, total: dict, node_cpus: list[int], n_shards: int) -> dict:
+    """Ray resources of one shard task: the cluster's CPUs shared out, plus one GPU/NPU (or a share of them) for a
+    backend whose resource is a GPU/NPU."""
     res: dict[str, Any] = {"num_cpus": cpus_per_task(node_cpus or [int(total.get("CPU", 1))], n_shards)}
-    kind = "GPU" if ev.backend in GPU_BACKENDS else NPU_RESOURCE if ev.backend == "acl" else None
+    kind = RAY_RESOURCES.get(backend.resource)
     if kind is not None:
         have = float(total.get(kind, 0))
         if have <= 0:
-            raise ZooinferError(f"backend {ev.backend!r} needs a {kind} per worker, but the Ray cluster has none "
+            raise ZooinferError(f"backend {backend.name!r} needs a {kind} per process, but the Ray cluster has none "
                                 f"(resources: {sorted(total)}); start the nodes where the devices are, or use a CPU "
                                 "backend")
         share = 1.0 if have >= n_shards else have / n_shards
@@ -312,50 +325,51 @@ def _failure(spec: ShardSpec, error: Exception, attempts: list[str], errors: dic
         "those images out of the dataset) and run again.")
 
 
-def evaluate_distributed(ev) -> pipeline.RunResult:
-    """Run ``ev``'s evaluation as ``ev.workers`` Ray tasks (on ``ev.ray_address`` or a local instance) and merge.
+def evaluate_distributed(config: RunConfig, recipe, dataset: ImageDataset, *,
+                         onnx_path: str | None = None) -> pipeline.RunResult:
+    """Run the evaluation ``config`` describes as ``config.processes`` Ray tasks (on ``config.ray_address`` or a
+    local instance) over ``dataset`` (after ``config.limit``) with ``recipe``, and merge.
 
-    ``ev`` is a prepared :class:`zooinfer.evaluation.Evaluation`. Returns a ``RunResult`` whose ``metrics`` equal
-    the single-process run's; ``wall_s`` spans the tasks and the merge (not Ray's start-up), ``workers`` has one
-    row per shard: where it ran, attempts, retries, images, seconds, images/s.
+    ``onnx_path``: the driver's ONNX file, for backends that need one (default: ``config.onnx_path``); torch
+    backends build the network from ``config.weights`` in each task, ``acl`` opens ``config.om_path``. Returns a
+    ``RunResult`` whose ``metrics`` equal the single-process run's; ``wall_s`` spans the tasks and the merge (not
+    Ray's start-up); ``shards`` has one row per shard: where it ran, attempts, retries, images, seconds, images/s.
     """
-    if ev.backend == "bins":
-        raise ZooinferError("backend='bins' reads results an external tool already computed: there is nothing to "
-                            "spread over workers; run it with workers=1")
-    if ev.dataset is None:
-        raise ZooinferError("call prepare() first")
+    backend = registry.get(config.backend)
+    if backend.reads_stored_results:
+        raise ZooinferError(f"backend={config.backend!r} reads results an external tool already computed: there is "
+                            "nothing to spread over processes; run it with processes=1")
+    onnx_path = onnx_path or config.onnx_path
+    if "onnx_path" in backend.needs and onnx_path is None:
+        raise ZooinferError(f"backend {config.backend!r} needs an ONNX file on the driver: export it first "
+                            "(Evaluation.export()) or pass onnx_path=")
     ray = import_ray()
-    data = ev.dataset.subset(ev.limit)
-    onnx_backend = ev.backend in ("onnxruntime", "ort-cuda", "ort-tensorrt")
-    if onnx_backend and ev.onnx_path is None:
-        ev.export()  # once, on the driver; the tasks open the same file
-    n_shards = max(1, int(ev.workers))
+    data = dataset.subset(config.limit)
+    n_shards = max(1, config.processes)
 
     t_init = time.perf_counter()
-    started = _init_ray(ray, ev.ray_address)
+    started = _init_ray(ray, config.ray_address)
     init_s = time.perf_counter() - t_init
     ledger = None
     try:
         node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
-        task_res = _task_resources(ev, ray.cluster_resources(), node_cpus, n_shards)
+        task_res = _task_resources(backend, ray.cluster_resources(), node_cpus, n_shards)
         ledger = ray.remote(num_cpus=0)(Ledger).remote()
         blob: tuple = ()
-        if onnx_backend and ev.ray_address:  # other nodes may not see the driver's ONNX cache: ship it once
-            blob = ship_file(ray, ev.onnx_path)
+        if "onnx_path" in backend.needs and config.ray_address:  # other nodes may not see the driver's ONNX cache
+            blob = ship_file(ray, onnx_path)
         pin = os.environ.get(PIN_ENV, "0").lower() not in ("", "0", "false", "no")
         specs = []
         for i in range(n_shards):
             shard = data.shard(i, n_shards)
             if len(shard):
-                specs.append(ShardSpec(
-                    index=i, count=n_shards, first=len(data) * i // n_shards, shard=shard, recipe=ev.recipe,
-                    backend=ev.backend, bs=ev.bs, onnx_path=ev.onnx_path, weights=ev.weights, om_path=ev.om_path,
-                    fp16=ev.fp16, threads=ev.threads, prep_threads=ev.prep_threads, cpus=task_res["num_cpus"],
-                    device_id=ev.device_id, keep=ev.keep, pin=pin, onnx_blob=blob))
+                specs.append(ShardSpec(config=config, recipe=recipe, index=i, count=n_shards,
+                                       first=len(data) * i // n_shards, shard=shard, cpus=task_res["num_cpus"],
+                                       onnx_path=onnx_path, pin=pin, onnx_blob=blob))
         task = ray.remote(run_shard).options(max_retries=MAX_RETRIES, retry_exceptions=True, **task_res)
         t_start = time.perf_counter()
         refs = {task.remote(spec, ledger): spec for spec in specs}
-        bar = pipeline._progress(len(data), f"{ev.recipe.name} [{ev.backend} x{n_shards}]", ev.progress)
+        bar = pipeline.progress_bar(len(data), f"{recipe.name} [{config.backend} x{n_shards}]", config.progress)
         outs: dict[int, dict] = {}
         pending = list(refs)
         try:
@@ -381,17 +395,17 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
                 bar.n = len(data) if not pending else bar.n
                 bar.close()
         attempts, errors = ray.get(ledger.summary.remote())
-        result = _merge(ev, data, specs, outs, attempts, errors, t_start)
+        result = _merge(config, recipe, data, specs, outs, attempts, errors, t_start)
     finally:
         if ledger is not None:
             ray.kill(ledger)
         if started:
             ray.shutdown()
-    rows = result.workers
+    rows = result.shards
     retries = sum(r["retries"] for r in rows)
-    report.show(rows, f"Workers: {len(rows)} Ray tasks ({'local instance' if not ev.ray_address else ev.ray_address}"
-                f", start-up {init_s:.1f} s), {result.n_done} images in {result.wall_s:.1f} s = "
-                f"{result.throughput:.2f} images/s in total; {retries} retried attempt(s)",
+    where = "local instance" if not config.ray_address else config.ray_address
+    report.show(rows, f"Shards: {len(rows)} Ray tasks ({where}, start-up {init_s:.1f} s), {result.n_done} images in "
+                f"{result.wall_s:.1f} s = {result.throughput:.2f} images/s in total; {retries} retried attempt(s)",
                 ["shard", "samples", "where", "attempts", "retries", "retry_reasons", "cpus", "threads", "cores",
                  "open_s", "run_s", "images_per_s"])
     if result.skipped:
@@ -400,14 +414,14 @@ def evaluate_distributed(ev) -> pipeline.RunResult:
     return result
 
 
-def _merge(ev, data: ImageDataset, specs: list[ShardSpec], outs: dict[int, dict], attempts: dict, errors: dict,
-           t_start: float) -> pipeline.RunResult:
+def _merge(config: RunConfig, recipe, data: ImageDataset, specs: list[ShardSpec], outs: dict[int, dict],
+           attempts: dict, errors: dict, t_start: float) -> pipeline.RunResult:
     """Feed every shard's pairs, in dataset order, into one fresh accumulator; sum timings; one row per shard."""
     pairs = sorted((p for o in outs.values() for p in o["pairs"]), key=lambda p: p[0])
     indices = [i for i, _ in pairs]
     if len(set(indices)) != len(indices):  # cannot happen with Ray's at-most-one result per task; checked anyway
         raise ZooinferError("scale-out merge: a sample came back twice")
-    acc = ev.recipe.new_accumulator(data)
+    acc = recipe.new_accumulator(data)
     timer = pipeline.StageTimer()
     t0 = time.perf_counter()
     for i, pred in pairs:
@@ -429,8 +443,8 @@ def _merge(ev, data: ImageDataset, specs: list[ShardSpec], outs: dict[int, dict]
                      "cores": ",".join(map(str, o["cores"])) if o["cores"] else None,
                      "n_done": o["n_done"], "open_s": round(o["open_s"], 3), "run_s": round(o["run_s"], 3),
                      "images_per_s": round(o["n_done"] / o["run_s"], 3) if o["run_s"] > 0 else None})
-    kept = [k for spec in specs for k in outs[spec.index]["kept"]][:ev.keep]
+    kept = [k for spec in specs for k in outs[spec.index]["kept"]][:config.keep]
     skipped = [s for spec in specs for s in outs[spec.index]["skipped"]]
     wall = time.perf_counter() - t_start
-    return pipeline.RunResult(metrics, len(data), len(pairs), skipped, timer, wall, ev.bs, ev.backend, kept, acc,
-                              workers=rows)
+    return pipeline.RunResult(metrics, len(data), len(pairs), skipped, timer, wall, config.bs, config.backend, kept,
+                              acc, shards=rows)

@@ -158,3 +158,19 @@ def ais_bench_command(om_path: str, input_dir: str, output_dir: str, bs: int, ou
     """The ais_bench inference command over a folder of ``.bin`` inputs (results in ``<output_dir>/subdir``)."""
     return (f"python3 -m ais_bench --model {om_path} --input {input_dir} --output {output_dir} "
             f"--output_dirname subdir --outfmt {outfmt} --batchsize {bs}")
+
+
+def ascend_commands(recipe: Recipe, onnx_path: str | os.PathLike | None, bs: int,
+                    soc_version: str | None = None) -> dict[str, str]:
+    """The command lines of the Ascend path for ``recipe`` at batch size ``bs``: write the ``.bin`` inputs, convert
+    the ONNX file (``onnx_path``; None: ``<model>.onnx``) with atc, run ais_bench, score its results (``bins``)."""
+    soc = soc_version or recipe.atc.get("soc_version", "Ascend310P3")
+    onnx_file = onnx_path or f"{recipe.name}.onnx"
+    om = f"{recipe.name}_bs{bs}"
+    return {
+        "write_inputs": f"zooinfer bins {recipe.name} --data-root <data_root> --out ./prep_bin",
+        "atc": atc_command(recipe, onnx_file, bs, soc_version=soc, output=om),
+        "ais_bench": ais_bench_command(f"{om}.om", "./prep_bin", "./result", bs),
+        "evaluate": f"papermill notebooks/{recipe.name}.ipynb out.ipynb -p backend bins "
+                    f"-p results_dir ./result/subdir -p data_root <data_root>",
+    }

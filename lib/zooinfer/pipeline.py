@@ -1,7 +1,12 @@
-"""The streaming evaluation loop shared by every model.
+"""The streaming evaluation shared by every model: two paths into one scoring stage.
 
-samples -> read + preprocess (worker threads, bounded prefetch) -> batches of ``bs`` views -> backend -> per-sample
-outputs -> postprocess + metric update (one ordered background thread) -> ``RunResult``.
+- :func:`run_inference`: samples -> read + preprocess (threads, bounded prefetch) -> batches of ``bs`` views ->
+  backend session -> per-sample outputs -> scoring;
+- :func:`score_stored`: outputs an external tool already computed (``bins``: a reader with ``read(key)``) ->
+  scoring, no inference;
+- scoring (both): postprocess + metric update on one ordered background thread -> ``RunResult``.
+
+:func:`run` is the entry point; it picks the path from the session it is given.
 
 Memory stays flat: at most ``prefetch`` preprocessed samples and two postprocess batches are in flight, and only the
 accumulator's compact state (plus the first ``keep`` predictions, for plots) outlives a sample. Unreadable images are
@@ -9,6 +14,7 @@ skipped, counted and named; the run goes on.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections import deque
@@ -57,7 +63,12 @@ class RunResult:
     kept: list[tuple[Sample, Any]] = field(default_factory=list)
     accumulator: Any = None
     #: scale-out runs (zooinfer.distributed): one row per shard task (node, attempts, retries, images/s)
-    workers: list[dict] = field(default_factory=list)
+    shards: list[dict] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[dict]:
+        """The old name of :attr:`shards` (one row per Ray shard task)."""
+        return self.shards
 
     @property
     def throughput(self) -> float:
@@ -84,10 +95,31 @@ class RunResult:
         return rows
 
 
-def default_workers() -> int:
+def default_prep_threads() -> int:
     """Preprocessing threads: a quarter of the CPUs (at least 1, at most 8), leaving the rest to inference."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, n // 4))
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over ``total`` images, or None when not ``enabled``: the notebook widget where ipywidgets is
+    installed (tqdm.auto), else the plain text bar (tqdm.auto without ipywidgets only warns 'IProgress not found')."""
+    if not enabled:
+        return None
+    try:
+        widgets = importlib.util.find_spec("ipywidgets") is not None
+    except (ImportError, ValueError):
+        widgets = False
+    if widgets:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", smoothing=0.1)
+
+
+def reads_stored_results(session: Any) -> bool:
+    """True for a reader of outputs computed elsewhere (``read(key)``, no ``run``), such as ``bins.OutputReader``."""
+    return hasattr(session, "read") and not hasattr(session, "run")
 
 
 def _load(recipe: Recipe, sample: Sample) -> tuple[Sample, Any, dict | None, str | None, float, float]:
@@ -104,14 +136,6 @@ def _load(recipe: Recipe, sample: Sample) -> tuple[Sample, Any, dict | None, str
     except Exception as e:  # noqa: BLE001 - any failure on one image is counted, reported and skipped
         return sample, None, None, f"{type(e).__name__}: {e}", t1 - t0, time.perf_counter() - t1
     return sample, arrays, meta, None, t1 - t0, time.perf_counter() - t1
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", smoothing=0.1)
 
 
 class _Batcher:
@@ -145,125 +169,186 @@ class _Batcher:
         return batch, owners
 
 
-def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None, workers: int | None = None,
-        limit: int | None = None, progress: bool = True, keep: int = 0, prefetch: int | None = None) -> RunResult:
-    """Evaluate ``dataset`` (first ``limit`` samples) through ``session`` and return metrics, timings, skips.
+class _Scoring:
+    """The stage both paths end in: ``postprocess`` + metric update on one ordered background thread (at most
+    ``window`` samples queued), the first ``keep`` predictions, skipped samples, stage timings, the progress bar."""
 
-    ``session`` is a backend session (``run(batch)``) or a ``bins.OutputReader`` (``read(key)``: results computed
-    elsewhere, e.g. on an Ascend NPU by ais_bench; preprocessing and inference are then skipped).
+    def __init__(self, recipe: Recipe, data: ImageDataset, accumulator, *, keep: int, window: int, progress: bool,
+                 desc: str):
+        self.recipe, self.keep, self.window = recipe, keep, window
+        self.accumulator = accumulator if accumulator is not None else recipe.new_accumulator(data)
+        self.timer = StageTimer()
+        self.skipped: list[tuple[str, str, str]] = []
+        self.kept: list[tuple[Sample, Any]] = []
+        self.n_done = 0
+        self.bar = progress_bar(len(data), desc, progress)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zooinfer-post")
+        self._pending: deque[Future] = deque()
+        self.t_start = time.perf_counter()
+
+    def _finish(self, sample: Sample, outputs: Any, meta: dict) -> None:
+        t0 = time.perf_counter()
+        pred = self.recipe.postprocess(outputs, meta)
+        t1 = time.perf_counter()
+        self.accumulator.update(sample, pred)
+        self.timer.add("postprocess", t1 - t0)
+        self.timer.add("metric", time.perf_counter() - t1)
+        if len(self.kept) < self.keep:
+            self.kept.append((sample, pred))
+
+    def _tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def submit(self, sample: Sample, outputs: Any, meta: dict) -> None:
+        """Queue one sample's outputs (one list per view for multi-view samples) for postprocessing and the metric."""
+        self._pending.append(self._pool.submit(self._finish, sample, outputs, meta))
+        while len(self._pending) > self.window or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+            self._tick()
+
+    def skip(self, sample: Sample, reason: str) -> None:
+        """Count ``sample`` as skipped (unreadable) and go on."""
+        self.skipped.append((sample.key, sample.path, reason))
+        self._tick()
+
+    def drain(self) -> None:
+        """Wait for every queued sample (re-raises a postprocessing error)."""
+        while self._pending:
+            self._pending.popleft().result()
+            self._tick()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.bar is not None:
+            self.bar.close()
+
+    def result(self, n_samples: int, bs: int, backend: str) -> RunResult:
+        wall = time.perf_counter() - self.t_start
+        metrics = self.accumulator.compute() if self.n_done else {}
+        return RunResult(metrics, n_samples, self.n_done, self.skipped, self.timer, wall, bs, backend, self.kept,
+                         self.accumulator)
+
+
+def _score(recipe: Recipe, data: ImageDataset, session: Any, feed, *, bs: int, accumulator, progress: bool,
+           keep: int) -> RunResult:
+    """Run ``feed(scoring)`` (one of the two paths) inside a scoring stage and return its RunResult."""
+    name = getattr(session, "name", "?")
+    scoring = _Scoring(recipe, data, accumulator, keep=keep, window=2 * max(bs, 1), progress=progress,
+                       desc=f"{recipe.name} [{name}]")
+    try:
+        feed(scoring)
+        scoring.drain()
+    finally:
+        scoring.close()
+    return scoring.result(len(data), bs, name)
+
+
+def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None,
+                  prep_threads: int | None = None, limit: int | None = None, progress: bool = True, keep: int = 0,
+                  prefetch: int | None = None) -> RunResult:
+    """Evaluate ``dataset`` (first ``limit`` samples) through the backend ``session`` (``run(batch)``).
+
     ``bs`` counts views (a two-view sample occupies two rows). With a static-batch session ``bs`` must equal its
-    batch size; the last partial batch is zero-padded and the padding dropped.
+    batch size; the last partial batch is zero-padded and the padding dropped. ``prep_threads`` read and preprocess
+    (None: :func:`default_prep_threads`), at most ``prefetch`` samples ahead (None: max(2 bs, 4 threads)).
     """
     from .errors import BackendError
 
     data = dataset.subset(limit)
-    acc = accumulator if accumulator is not None else recipe.new_accumulator(data)
-    timer = StageTimer()
-    skipped: list[tuple[str, str, str]] = []
-    kept: list[tuple[Sample, Any]] = []
-    bar = _progress(len(data), f"{recipe.name} [{getattr(session, 'name', '?')}]", progress)
-    t_start = time.perf_counter()
-    post_pool = ThreadPoolExecutor(1, thread_name_prefix="zooinfer-post")
-    pending_post: deque[Future] = deque()
+    fixed = static_batch(session)
+    if fixed is not None and bs != fixed:
+        raise BackendError(f"{session.name}: the model has a static batch size of {fixed}; run with bs={fixed} "
+                           f"(got bs={bs}) or export/convert the model again for bs={bs}")
+    n_threads = prep_threads or default_prep_threads()
+    window = prefetch or max(2 * bs, 4 * n_threads)
 
-    def finish(sample: Sample, outputs: Any, meta: dict) -> None:
-        t0 = time.perf_counter()
-        pred = recipe.postprocess(outputs, meta)
-        t1 = time.perf_counter()
-        acc.update(sample, pred)
-        timer.add("postprocess", t1 - t0)
-        timer.add("metric", time.perf_counter() - t1)
-        if len(kept) < keep:
-            kept.append((sample, pred))
+    def feed(scoring: _Scoring) -> None:
+        timer = scoring.timer
+        slots: dict[int, list] = {}  # sample slot -> [sample, meta, n_views, outputs per view]
+        batcher = _Batcher(bs, fixed)
 
-    def submit_post(fn, *args) -> None:
-        pending_post.append(post_pool.submit(fn, *args))
-        while len(pending_post) > 2 * max(bs, 1) or (pending_post and pending_post[0].done()):
-            pending_post.popleft().result()
-            if bar is not None:
-                bar.update(1)
+        def infer_flush() -> None:
+            batch, owners = batcher.take()
+            t0 = time.perf_counter()
+            outs = session.run(batch)
+            timer.add("infer", time.perf_counter() - t0, len(owners))
+            for row, (slot, view) in enumerate(owners):
+                entry = slots[slot]
+                entry[3][view] = sample_outputs(outs, batch.shape[0], row)
+                if all(v is not None for v in entry[3]):
+                    del slots[slot]
+                    sample, meta, n_views, per_view = entry
+                    scoring.submit(sample, per_view[0] if n_views == 1 else per_view, meta)
 
-    n_done = 0
-    try:
-        if hasattr(session, "read") and not hasattr(session, "run"):  # results computed by an external tool
-            for sample in data:
-                t0 = time.perf_counter()
-                try:
-                    outputs = session.read(sample.key)
-                    # the meta postprocessing needs (decoded sizes...) and the dataset's own (ids, annotation sizes)
-                    meta = recipe.meta_for(sample, recipe.preprocess(sample.path)[1])
-                except (OSError, ValueError) as e:
-                    skipped.append((sample.key, sample.path, f"{type(e).__name__}: {e}"))
-                    if bar is not None:
-                        bar.update(1)
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="zooinfer-pre") as pre_pool:
+            it = iter(data)
+            inflight: deque[Future] = deque()
+            for _ in range(window):
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                inflight.append(pre_pool.submit(_load, recipe, nxt))
+            slot_id = 0
+            while inflight:
+                sample, views, meta, err, t_read, t_pre = inflight.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    inflight.append(pre_pool.submit(_load, recipe, nxt))
+                timer.add("read", t_read)
+                if err is not None:
+                    scoring.skip(sample, err)
                     continue
-                timer.add("read", time.perf_counter() - t0)
-                submit_post(finish, sample, outputs, meta)
-                n_done += 1
-        else:
-            fixed = static_batch(session)
-            if fixed is not None and bs != fixed:
-                raise BackendError(f"{session.name}: the model has a static batch size of {fixed}; run with bs={fixed} "
-                                   f"(got bs={bs}) or export/convert the model again for bs={bs}")
-            n_workers = workers or default_workers()
-            window = prefetch or max(2 * bs, 4 * n_workers)
-            slots: dict[int, list] = {}  # sample slot -> [sample, meta, n_views, outputs per view]
-            batcher = _Batcher(bs, fixed)
+                timer.add("preprocess", t_pre)
+                meta = recipe.meta_for(sample, meta)
+                slots[slot_id] = [sample, meta, len(views), [None] * len(views)]
+                for v, view in enumerate(views):
+                    if batcher.shape_changes(view):
+                        infer_flush()
+                    if batcher.add(view, (slot_id, v)):
+                        infer_flush()
+                slot_id += 1
+                scoring.n_done += 1
+            if batcher.owners:
+                infer_flush()
 
-            def infer_flush() -> None:
-                batch, owners = batcher.take()
-                t0 = time.perf_counter()
-                outs = session.run(batch)
-                timer.add("infer", time.perf_counter() - t0, len(owners))
-                for row, (slot, view) in enumerate(owners):
-                    entry = slots[slot]
-                    entry[3][view] = sample_outputs(outs, batch.shape[0], row)
-                    if all(v is not None for v in entry[3]):
-                        del slots[slot]
-                        sample, meta, n_views, per_view = entry
-                        submit_post(finish, sample, per_view[0] if n_views == 1 else per_view, meta)
+    return _score(recipe, data, session, feed, bs=bs, accumulator=accumulator, progress=progress, keep=keep)
 
-            with ThreadPoolExecutor(n_workers, thread_name_prefix="zooinfer-pre") as pre_pool:
-                it = iter(enumerate(data))
-                inflight: deque[Future] = deque()
-                for _ in range(window):
-                    nxt = next(it, None)
-                    if nxt is None:
-                        break
-                    inflight.append(pre_pool.submit(_load, recipe, nxt[1]))
-                slot_id = 0
-                while inflight:
-                    sample, arrays, meta, err, t_read, t_pre = inflight.popleft().result()
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        inflight.append(pre_pool.submit(_load, recipe, nxt[1]))
-                    timer.add("read", t_read)
-                    if err is not None:
-                        skipped.append((sample.key, sample.path, err))
-                        if bar is not None:
-                            bar.update(1)
-                        continue
-                    timer.add("preprocess", t_pre)
-                    views = arrays
-                    meta = recipe.meta_for(sample, meta)
-                    slots[slot_id] = [sample, meta, len(views), [None] * len(views)]
-                    for v, view in enumerate(views):
-                        if batcher.shape_changes(view):
-                            infer_flush()
-                        if batcher.add(view, (slot_id, v)):
-                            infer_flush()
-                    slot_id += 1
-                    n_done += 1
-                if batcher.owners:
-                    infer_flush()
-        while pending_post:
-            pending_post.popleft().result()
-            if bar is not None:
-                bar.update(1)
-    finally:
-        post_pool.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
-    wall = time.perf_counter() - t_start
-    metrics = acc.compute() if n_done else {}
-    return RunResult(metrics, len(data), n_done, skipped, timer, wall, bs, getattr(session, "name", "?"), kept, acc)
+
+def score_stored(recipe: Recipe, dataset: ImageDataset, reader, *, bs: int = 1, accumulator=None,
+                 limit: int | None = None, progress: bool = True, keep: int = 0) -> RunResult:
+    """Score outputs computed elsewhere (e.g. on an Ascend NPU by ais_bench): ``reader.read(key)`` gives one
+    sample's outputs (``bins.OutputReader``); no inference. Preprocessing runs only for its meta (decoded sizes...);
+    a sample whose result files are missing or unreadable is skipped. ``bs`` only sizes the scoring queue."""
+    data = dataset.subset(limit)
+
+    def feed(scoring: _Scoring) -> None:
+        for sample in data:
+            t0 = time.perf_counter()
+            try:
+                outputs = reader.read(sample.key)
+                # the meta postprocessing needs (decoded sizes...) and the dataset's own (ids, annotation sizes)
+                meta = recipe.meta_for(sample, recipe.preprocess(sample.path)[1])
+            except (OSError, ValueError) as e:
+                scoring.skip(sample, f"{type(e).__name__}: {e}")
+                continue
+            scoring.timer.add("read", time.perf_counter() - t0)
+            scoring.submit(sample, outputs, meta)
+            scoring.n_done += 1
+
+    return _score(recipe, data, reader, feed, bs=bs, accumulator=accumulator, progress=progress, keep=keep)
+
+
+def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None,
+        prep_threads: int | None = None, limit: int | None = None, progress: bool = True, keep: int = 0,
+        prefetch: int | None = None) -> RunResult:
+    """Evaluate ``dataset`` (first ``limit`` samples) and return metrics, timings, skips.
+
+    ``session`` is a backend session (``run(batch)``: :func:`run_inference`) or a reader of stored results
+    (``read(key)``, e.g. ``bins.OutputReader``: :func:`score_stored`, preprocessing threads and prefetch unused).
+    """
+    if reads_stored_results(session):
+        return score_stored(recipe, dataset, session, bs=bs, accumulator=accumulator, limit=limit,
+                            progress=progress, keep=keep)
+    return run_inference(recipe, dataset, session, bs=bs, accumulator=accumulator, prep_threads=prep_threads,
+                         limit=limit, progress=progress, keep=keep, prefetch=prefetch)

@@ -1,8 +1,9 @@
-"""Run folders, metrics.json, environment manifest, tables and plots.
+"""Run folders, the banner, metrics.json, environment manifest, tables, plots and the rendered HTML.
 
 A run writes into ``outputs/<model>/.<run-id>.partial/`` and is renamed to ``outputs/<model>/<run-id>/`` only when
 complete, so nothing half-written looks finished. When the CLI drives papermill it owns that rename (it adds the
-executed notebook and its HTML first): it passes the partial folder in ``ZOOINFER_RUN_DIR``.
+executed notebook and its HTML first): it passes the partial folder as the notebook's ``run_dir`` parameter.
+:func:`metrics_document` builds what metrics.json holds from the run's configuration, recipe and step results.
 """
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .config import RunConfig
+    from .recipes.base import Recipe
+
 PACKAGES = ("zooinfer", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless",
             "opencv-python", "pillow", "pycocotools", "scipy", "papermill", "ray", "aclruntime", "ais_bench")
-RUN_DIR_ENV = "ZOOINFER_RUN_DIR"
 
 
 def default_output_root() -> Path:
@@ -39,13 +43,17 @@ def new_run_id(model: str) -> str:
 
 
 class RunDir:
-    """A run's output folder, written in place under a partial name and renamed by :meth:`finalize`."""
+    """A run's output folder, written in place under a partial name and renamed by :meth:`finalize`.
 
-    def __init__(self, model: str, root: str | os.PathLike | None = None, run_id: str | None = None):
-        forced = os.environ.get(RUN_DIR_ENV)
-        self.owned = not forced
-        if forced:
-            self.path = Path(forced)
+    ``path``: a partial folder the caller owns (``zooinfer run`` passes its own as the ``run_dir`` parameter, and
+    renames it itself after adding the executed notebook and the HTML); else ``<root>/<model>/.<run-id>.partial``.
+    """
+
+    def __init__(self, model: str, root: str | os.PathLike | None = None, run_id: str | None = None, *,
+                 path: str | os.PathLike | None = None):
+        self.owned = path is None
+        if path is not None:
+            self.path = Path(path)
             self.final = self.path.with_name(self.path.name.lstrip(".").removesuffix(".partial"))
         else:
             self.run_id = run_id or new_run_id(model)
@@ -57,7 +65,7 @@ class RunDir:
         return self.path / name
 
     def finalize(self) -> Path:
-        """Rename the partial folder to its final name (unless the CLI owns it); returns the final path."""
+        """Rename the partial folder to its final name (unless the caller owns it); returns the final path."""
         if not self.owned:
             return self.final
         if self.final.exists():
@@ -163,6 +171,81 @@ def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[
     return rows
 
 
+def meaningful(config: "RunConfig") -> tuple[bool, str]:
+    """Whether the run's accuracy can be compared with the published figures, and why not (the reasons joined)."""
+    why = []
+    if config.synthetic:
+        why.append("the weights are deterministic synthetic weights (no checkpoint given: weights=...)")
+    if config.embedded:
+        why.append("the data is the tiny embedded sample (no data_root given)")
+    if config.limit is not None:
+        why.append(f"only the first {config.limit} images are evaluated (limit={config.limit})")
+    return (not why, "; ".join(why))
+
+
+def banner_text(config: "RunConfig", recipe: "Recipe") -> str:
+    """The report's first lines (markdown): what this run is and whether its accuracy means anything."""
+    ok, why = meaningful(config)
+    lines = [f"## {recipe.name}: {recipe.task}, input {recipe.input_shape}, backend `{config.backend}`, "
+             f"bs {config.bs}"]
+    if not ok:
+        lines.append(f"**Accuracy is NOT meaningful in this run:** {why}. The numbers below only show that the "
+                     "chain runs end to end. Pass `weights=` (the published checkpoint file) and `data_root=` "
+                     "(the real dataset) for the real figures.")
+    else:
+        lines.append(f"Real checkpoint `{config.weights}` on `{config.data_root}`: accuracy is compared with the "
+                     f"published figures ({recipe.published.source}).")
+    return "\n\n".join(lines)
+
+
+def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
+                     environment_info: dict | None = None) -> dict:
+    """Everything metrics.json holds, from the run's ``config``, its ``recipe`` and ``steps`` (the latest result of
+    each step: ``prepared``, ``exported``, ``run``, ``session_info``, ``benchmark``, ``profile``; see
+    ``zooinfer.evaluation.StepResults``). ``environment_info``: default :func:`environment` of this machine."""
+    from . import bench, export
+
+    ok, why = meaningful(config)
+    r = recipe
+    res = steps.run
+    prepared = steps.prepared
+    dataset = prepared.dataset if prepared is not None else None
+    bench_rows = list(steps.benchmark)
+    session = steps.session_info or {}
+    onnx_path = steps.exported.path if steps.exported is not None else config.onnx_path
+    return {
+        "model": r.name, "task": r.task,
+        "accuracy_meaningful": ok, "not_meaningful_because": why or None,
+        "accuracy": res.metrics if res else None,
+        "published": {"reference": r.published.accuracy, "source": r.published.source,
+                      "other": [{"source": s, **v} for s, v in r.published.other]},
+        "accuracy_vs_published": accuracy_rows(res.metrics, r.published, r.headline) if res else None,
+        "throughput": bench_rows,
+        "best_batch_size": bench.best_batch([row for row in bench_rows if row["backend"] == config.backend]),
+        "ratios": bench.ratios(bench_rows, config.backend, config.bs, res),
+        "onnxruntime_profile": list(steps.profile) or None,
+        "stage_timings": res.stage_table() if res else None,
+        "end_to_end": {"images_per_s": res.throughput, "wall_s": res.wall_s, "bs": res.batch_size} if res else None,
+        "shards": res.shards if res else None,
+        "skipped": {"count": len(res.skipped), "images": [{"key": k, "path": p, "reason": why_}
+                                                           for k, p, why_ in res.skipped]} if res else None,
+        "onnx": steps.exported.as_dict() if steps.exported is not None else {},
+        "checkpoint": {"file": config.weights or "synthetic",
+                       "md5": prepared.weights_md5 if prepared is not None else None,
+                       "published_file": r.checkpoint_file, "published_md5": r.checkpoint_md5},
+        "dataset": {"root": str(dataset.root) if dataset else None, "embedded": config.embedded,
+                    "images": res.n_samples if res else None, "evaluated": res.n_done if res else None,
+                    "limit": config.limit,
+                    "rejected_files": [{"path": p, "reason": w} for p, w in getattr(dataset, "rejected", [])]},
+        "backend": {"name": config.backend, "device": session.get("device"), "providers": session.get("providers"),
+                    "threads": session.get("threads")},
+        "ascend_commands": export.ascend_commands(r, onnx_path, config.bs),
+        "notes": list(r.notes),
+        "parameters": config.parameters(),
+        "environment": environment() if environment_info is None else environment_info,
+    }
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.4g}") -> str:
     """A GitHub-markdown table of ``rows`` (dicts), shown in notebooks and written into README tables."""
     if not rows:
@@ -229,3 +312,15 @@ def plot_throughput(rows: list[dict], path: str | os.PathLike | None = None, tit
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def render_html(notebook: str | os.PathLike, html: str | os.PathLike, *, code: bool = True) -> Path:
+    """Render an executed notebook as HTML: the full notebook, or with ``code=False`` the report a reader hands on
+    (``jupyter nbconvert --no-input``: no code cells and no prompts, only their outputs and the markdown)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter() if code else HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                                                        exclude_output_prompt=True)
+    body, _ = exporter.from_filename(str(notebook))
+    Path(html).write_text(body)
+    return Path(html)

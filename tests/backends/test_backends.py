@@ -122,3 +122,62 @@ def test_replay_and_per_sample_slicing_of_row_blocked_outputs():
     got = replay.run(np.zeros((5, 1, 2, 2), np.float32))
     assert got[0].shape == (5, 4) and got[1].shape == (15, 4)
     np.testing.assert_array_equal(got[1][12:15], outs[1][3:6])  # row 4 replays sample 1
+
+
+def test_every_backend_declares_what_it_needs_and_where_it_runs():
+    from zooinfer.backends import BACKENDS, registry
+
+    assert BACKENDS == ("onnxruntime", "ort-cuda", "ort-tensorrt", "torch", "torch-cuda", "acl", "bins")
+    declared = {name: (registry.get(name).needs, registry.get(name).resource) for name in BACKENDS}
+    assert declared == {
+        "onnxruntime": (("onnx_path",), "cpu"), "ort-cuda": (("onnx_path",), "gpu"),
+        "ort-tensorrt": (("onnx_path",), "gpu"), "torch": (("model",), "cpu"), "torch-cuda": (("model",), "gpu"),
+        "acl": (("om_path",), "npu"), "bins": (("results_dir", "output_layout"), "cpu")}
+    assert [n for n in BACKENDS if registry.get(n).reads_stored_results] == ["bins"]
+
+
+def test_a_missing_artefact_is_named_with_the_parameter_that_gives_it():
+    from zooinfer.backends import Artefacts, get
+
+    with pytest.raises(BackendError, match=r"backend 'onnxruntime' needs an ONNX file .*onnx_path="):
+        open_session("onnxruntime")
+    with pytest.raises(BackendError, match="backend 'torch' needs the torch model"):
+        open_session("torch")
+    with pytest.raises(BackendError, match=r"backend 'acl' needs om_path= \(the .om file atc produced\)"):
+        open_session("acl")
+    with pytest.raises(BackendError, match=r"backend 'bins' needs results_dir="):
+        open_session("bins")
+    with pytest.raises(BackendError, match="backend 'bins' needs the per-sample output shapes"):
+        get("bins").open(Artefacts(results_dir="."))
+
+
+def test_bins_opens_a_reader_of_result_files(tmp_path):
+    from zooinfer.backends import Artefacts, OutputLayout, get
+
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "img_0.bin")
+    reader = get("bins").open(Artefacts(results_dir=tmp_path, output_layout=OutputLayout(((2, 2),))))
+    assert isinstance(reader, OutputReader) and reader.read("img")[0].tolist() == [[0, 1], [2, 3]]
+
+
+def test_session_options_follow_the_run_config():
+    from zooinfer.backends import SessionOptions
+    from zooinfer.config import RunConfig
+
+    cfg = RunConfig(model="dpn131", threads=3, precision="fp16", device_id=1)
+    assert SessionOptions.from_config(cfg) == SessionOptions(threads=3, fp16=True, device_id=1)
+    assert SessionOptions.from_config(cfg, device_id=0, optimized_cache="read").device_id == 0
+    with pytest.raises(BackendError, match="optimized_cache must be one of write, read, off"):
+        SessionOptions(optimized_cache="sometimes")
+
+
+def test_the_optimised_graph_cache_is_written_read_or_left_alone(tmp_path, tiny_model):
+    from zooinfer.backends.onnxruntime import OrtSession
+
+    path = _onnx(tmp_path, tiny_model)
+    OrtSession(path, threads=1, cache_optimized="read")
+    assert not list(tmp_path.glob("*.ort-opt-*"))  # read-only: nothing written
+    OrtSession(path, threads=1)
+    assert len(list(tmp_path.glob("*.ort-opt-*"))) == 1
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    np.testing.assert_allclose(OrtSession(path, threads=1, cache_optimized="read").run(x)[0],
+                               OrtSession(path, threads=1, cache_optimized=False).run(x)[0], atol=1e-6)

@@ -59,8 +59,10 @@ class OrtSession:
     """``run(batch) -> list of outputs`` over an ONNX file."""
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "onnxruntime", *, threads: int | None = None,
-                 fp16: bool = False, device_id: int = 0, cache_optimized: bool = True, profile: bool = False,
+                 fp16: bool = False, device_id: int = 0, cache_optimized: bool | str = True, profile: bool = False,
                  io_binding: bool | None = None):
+        """``cache_optimized`` (CPU only): True reads a fresh cached optimised graph or writes one; "read" reads a
+        fresh one but never writes (tasks starting together would race on the file); False neither."""
         import onnxruntime as ort
 
         if backend not in PROVIDERS:
@@ -89,7 +91,7 @@ class OrtSession:
             if opt.is_file() and opt.stat().st_mtime >= model.stat().st_mtime:
                 model = opt
                 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            else:
+            elif cache_optimized != "read":
                 so.optimized_model_filepath = str(opt)
         providers: list = []
         for p in PROVIDERS[backend]:

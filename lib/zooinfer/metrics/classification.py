@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,16 @@ class TopKAccumulator:
         out = topk_from_ranks(np.array(self._ranks), ks=tuple(range(1, MAX_K + 1)))
         out["n_images"] = len(self._ranks)
         return out
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """(N,) int64 position (0-based) of each sample's label among its top ``MAX_K`` classes (``MAX_K``: not
+        among them), in arrival order, aligned with :attr:`keys`."""
+        return np.array(self._ranks, dtype=np.int64)
+
+    def write_artifacts(self, folder: Any) -> list:
+        """The run's files besides metrics.json: none for top-k (the hook every evaluator has)."""
+        return []
 
 
 def read_result_txt(path: str | Path, n_classes: int | None = None) -> np.ndarray:

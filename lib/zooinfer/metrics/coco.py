@@ -175,6 +175,13 @@ def evaluate(detections: Any, ann_file: Any, *, img_ids: Iterable[int] | None = 
     ``n_images`` (images in the evaluation), ``n_images_counted`` (those with ground truth or detections) and
     ``n_detections``. No detections at all gives 0 (or -1) everywhere and a warning.
     """
+    return _evaluate(detections, ann_file, img_ids=img_ids, quiet=quiet, copy=copy, stacklevel=3)[0]
+
+
+def _evaluate(detections: Any, ann_file: Any, *, img_ids: Iterable[int] | None, quiet: bool, copy: bool,
+              stacklevel: int) -> tuple[dict[str, float], dict]:
+    """``evaluate``'s figures and ``COCOeval.eval`` after ``accumulate()`` (the precision/recall arrays the stats
+    are read from); warnings point ``stacklevel`` up."""
     from pycocotools.cocoeval import COCOeval
 
     gt = load_ground_truth(ann_file, quiet=quiet)
@@ -191,7 +198,7 @@ def evaluate(detections: Any, ann_file: Any, *, img_ids: Iterable[int] | None = 
     n_dets = int(len(dets))
     with _maybe_quiet(quiet):
         if n_dets == 0:
-            warnings.warn("COCO evaluation: no detections at all; every AP/AR is 0", stacklevel=2)
+            warnings.warn("COCO evaluation: no detections at all; every AP/AR is 0", stacklevel=stacklevel)
             dt = _empty_results(gt)
         else:
             dt = gt.loadRes(dets)
@@ -207,7 +214,7 @@ def evaluate(detections: Any, ann_file: Any, *, img_ids: Iterable[int] | None = 
     out["n_images"] = len(ids)
     out["n_images_counted"] = len(id_set & (with_gt | with_dt))
     out["n_detections"] = n_dets
-    return out
+    return out, ev.eval
 
 
 def _default_image_id(sample: Any) -> int | None:
@@ -246,6 +253,12 @@ class CocoAccumulator:
         self.image_id_of = image_id_of or _default_image_id
         self._rows: list[np.ndarray] = []  # compact (N, 7) float64 rows, in arrival order
         self.predicted: set[int] = set()
+        #: ``COCOeval.eval`` of the last :meth:`compute` (pycocotools' accumulate() output: ``params``, ``counts``
+        #: [T, R, K, A, M], ``precision`` (T, R, K, A, M) with -1 where undefined, ``recall`` (T, K, A, M),
+        #: ``scores``): T IoU thresholds 0.5:0.95, R 101 recall points, K categories, A areas (all, small,
+        #: medium, large), M max detections (1, 10, 100). None before compute(). The per-image evaluation
+        #: (``evalImgs``) is not kept: it is the bulk of COCOeval's memory.
+        self.eval: dict | None = None
 
     def update(self, sample: Any, detections: Any) -> None:
         """``detections``: this image's list of COCO result dicts (or (N, 7) rows). Kept as float64 rows
@@ -287,6 +300,11 @@ class CocoAccumulator:
             what = "left out of the evaluation" if self.predicted_only else "evaluated with no detections"
             warnings.warn(f"COCO: {len(missing)} of {len(expected)} images were not predicted and are {what} "
                           f"(e.g. ids {missing[:5]})", stacklevel=2)
-        out = evaluate(self._result_dicts(segmentation=_NO_SEGMENTATION), self.gt, img_ids=ids, copy=False)
+        out, self.eval = _evaluate(self._result_dicts(segmentation=_NO_SEGMENTATION), self.gt, img_ids=ids,
+                                   quiet=True, copy=False, stacklevel=3)
         out["n_images_missing"] = len(missing)
         return out
+
+    def write_artifacts(self, folder: Any) -> list:
+        """The run's files besides metrics.json: none for COCO (the hook every evaluator has)."""
+        return []

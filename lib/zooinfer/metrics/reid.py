@@ -172,12 +172,18 @@ def evaluate(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: An
     """CMC top-k and mAP (fractions) of a (num_query, num_gallery) distance matrix (numpy or torch), with integer
     person ids and camera ids per row/column. Returns ``{"top1", "top5", "top10", "mAP"}`` plus
     ``n_valid_queries``."""
+    return _evaluate(distmat, q_pids, g_pids, q_camids, g_camids, topk)[0]
+
+
+def _evaluate(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
+              topk: tuple[int, ...]) -> tuple[dict[str, float], np.ndarray]:
+    """``evaluate``'s figures and the (CMC_TOPK,) float64 CMC curve they are read from."""
     first, ap, n_valid = _stats(distmat, q_pids, g_pids, q_camids, g_camids)
     curve = np.bincount(first[(first >= 0) & (first < CMC_TOPK)], minlength=CMC_TOPK)[:CMC_TOPK].cumsum() / n_valid
     out = {f"top{k}": float(curve[k - 1]) for k in topk}
     out["mAP"] = float(np.mean(ap[~np.isnan(ap)]))
     out["n_valid_queries"] = n_valid
-    return out
+    return out, curve
 
 
 def _default_identity(sample: Any) -> tuple[str, int, int]:
@@ -240,6 +246,9 @@ class ReidAccumulator:
         self.g_pids: list[int] = []
         self.g_camids: list[int] = []
         self._queries_final = False
+        #: the (CMC_TOPK,) CMC curve behind top-1/5/10, kept by :meth:`compute` for the plots; None before it
+        self.cmc: np.ndarray | None = None
+        self._cmc_counts: tuple[int, int] | None = None  # (queries, gallery) the kept curve was computed over
 
     # ------------------------------------------------------------------------------------------------ streaming
     def update(self, sample: Any, feature: np.ndarray) -> None:
@@ -320,11 +329,20 @@ class ReidAccumulator:
         return self._dist[:, :self._filled]
 
     def compute(self) -> dict[str, float]:
-        """CMC top-1/5/10, mAP (fractions), valid-query count and split sizes."""
-        out = evaluate(self.distances(), self.q_pids, self.g_pids, self.q_camids, self.g_camids)
+        """CMC top-1/5/10, mAP (fractions), valid-query count and split sizes; keeps the CMC curve (:attr:`cmc`)."""
+        out, self.cmc = _evaluate(self.distances(), self.q_pids, self.g_pids, self.q_camids, self.g_camids,
+                                  (1, 5, 10))
+        self._cmc_counts = (len(self.q_pids), len(self.g_pids))
         out["n_query"], out["n_gallery"] = len(self.q_pids), len(self.g_pids)
         return out
 
     def cmc_curve(self, topk: int = 20) -> np.ndarray:
-        """(topk,) CMC, Market-1501 configuration (the values behind top-1/5/10)."""
+        """(topk,) CMC, Market-1501 configuration (the values behind top-1/5/10): the curve :meth:`compute` kept,
+        or computed now when there is none yet (or features arrived since)."""
+        if self.cmc is not None and self._cmc_counts == (len(self.q_pids), len(self.g_pids)):
+            return self.cmc[:topk].copy()
         return cmc(self.distances(), self.q_pids, self.g_pids, self.q_camids, self.g_camids)[:topk]
+
+    def write_artifacts(self, folder: Any) -> list:
+        """The run's files besides metrics.json: none for re-ID (the hook every evaluator has)."""
+        return []

@@ -497,26 +497,32 @@ def evaluate(pred: Any, gt_dir: str | Path | GroundTruth, *, iou_thresh: float =
     (images without a prediction file/entry: evaluated as "no detections") and ``n_unknown`` (predictions for
     images not in the ground truth: ignored).
     """
+    return _evaluate(pred, gt_dir, iou_thresh, quantize, stacklevel=3)[0]
+
+
+def _evaluate(pred: Any, gt_dir: str | Path | GroundTruth, iou_thresh: float, quantize: bool,
+              stacklevel: int) -> tuple[dict[str, float], dict[str, PRCurve]]:
+    """``evaluate``'s figures and the per-setting curves they come from (warnings point ``stacklevel`` up)."""
     gt = load_ground_truth(gt_dir)
     preds = _collect(pred, gt, quantize)
     if preds.missing:
         eg = ", ".join(f"{e}/{n}" for e, n in preds.missing[:3])
         warnings.warn(f"WIDER FACE: {len(preds.missing)} of {len(gt.images)} images have no predictions (e.g. {eg}); "
-                      "they count as images with no detections", stacklevel=2)
+                      "they count as images with no detections", stacklevel=stacklevel)
     if preds.unknown:
         eg = ", ".join(f"{e}/{n}" for e, n in preds.unknown[:3])
         warnings.warn(f"WIDER FACE: {len(preds.unknown)} prediction(s) for images not in the ground truth are ignored "
-                      f"(e.g. {eg})", stacklevel=2)
+                      f"(e.g. {eg})", stacklevel=stacklevel)
     curves = _curves(preds, gt, iou_thresh, THRESH_NUM)
     out: dict[str, float] = {}
     for s in SETTINGS:
         if curves[s].faces == 0:
-            warnings.warn(f"WIDER FACE: the {s} setting has no faces; its AP is undefined (NaN)", stacklevel=2)
+            warnings.warn(f"WIDER FACE: the {s} setting has no faces; its AP is undefined (NaN)", stacklevel=stacklevel)
             out[s] = float("nan")
         else:
             out[s] = curves[s].ap
     out.update(n_images=len(gt.images), n_missing=len(preds.missing), n_unknown=len(preds.unknown))
-    return out
+    return out, curves
 
 
 def _default_key(sample: Any) -> ImageKey:
@@ -550,6 +556,9 @@ class WiderFaceAccumulator:
         self.predictions: dict[ImageKey, np.ndarray] = {}
         #: images in the whole ground truth when built for a dataset that covers only some of them
         self.n_ground_truth_images: int | None = None
+        #: setting -> the precision/recall curve (1000 thresholds) behind its AP, kept by :meth:`compute` for the
+        #: plots (``viz.widerface.plot_pr_curves``); None before compute()
+        self.curves: dict[str, PRCurve] | None = None
 
     def update(self, sample: Any, dets: np.ndarray) -> None:
         d = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
@@ -568,9 +577,10 @@ class WiderFaceAccumulator:
         return acc
 
     def compute(self) -> dict[str, float]:
-        """AP per setting (fractions), image counts; ``n_ground_truth_images`` when built :meth:`for_dataset`."""
+        """AP per setting (fractions), image counts; ``n_ground_truth_images`` when built :meth:`for_dataset`.
+        Keeps the curves behind the APs in :attr:`curves`."""
         gt = self.gt.subset(self.predictions) if self.predicted_only else self.gt
-        out = evaluate(self.predictions, gt, iou_thresh=self.iou_thresh, quantize=False)
+        out, self.curves = _evaluate(self.predictions, gt, self.iou_thresh, False, stacklevel=3)
         if self.n_ground_truth_images is not None:
             out["n_ground_truth_images"] = self.n_ground_truth_images
         return out
@@ -583,3 +593,9 @@ class WiderFaceAccumulator:
             (folder / event).mkdir(parents=True, exist_ok=True)
             write_submission(folder, event, name, self.predictions.get((event, name), np.zeros((0, 5))))
         return folder
+
+    def write_artifacts(self, folder: str | Path) -> list[Path]:
+        """The run's files besides metrics.json: the official submission folder ``folder/submission/<event>/
+        <image>.txt`` (:meth:`write_submission`, the guide's format; what the MATLAB tool and other evaluators
+        read). Returns the paths written at the top of ``folder``."""
+        return [self.write_submission(Path(folder) / "submission")]

@@ -58,21 +58,36 @@ class BenchPlan:
 
 @dataclass(frozen=True)
 class NotebookSpec:
-    """What the generated notebook (``tools/make_notebook.py``) says and defaults to for one model.
+    """What the generated notebook (``tools/make_notebook.py``, one template for every model) says about one model
+    and defaults to. Facts the recipe already holds (name, checkpoint file, published figures) are not repeated.
 
-    ``title`` and ``intro`` (markdown) open the notebook; ``guide`` is the Ascend guide it replaces; ``defaults``
-    override the template's parameter defaults (e.g. a smaller ``bs`` / ``limit`` for a heavy model's embedded run);
-    ``extra`` adds model-only parameters as (name, default, comment), passed to :meth:`Recipe.variant`;
-    ``data_root_help`` and ``weights_help`` are the comments of those two parameters; ``results_help`` introduces the
-    results section."""
+    Intro: ``# {title}: checkpoint -> ONNX -> {steps} -> speed``, then "Replaces the Ascend ModelZoo guide
+    `{guide}` ({guide_steps})", the papermill command lines (``data_example`` is the example ``data_root``), the
+    published reference, "Every fact ({facts}, published figures) comes from ...", then ``intro`` (markdown).
+
+    Parameters: ``defaults`` override the template's defaults (e.g. a smaller ``bs`` / ``limit`` for a heavy
+    model's embedded run); ``extra`` adds model options as (name, default, comment), inserted after ``limit`` and
+    passed to :meth:`Recipe.variant`; ``data_root_help`` is the comment of ``data_root``, ``comments`` overrides
+    other parameters' comments as (name, comment).
+
+    Sections: ``caveat(recipe)`` is markdown the set-up cell shows for a recipe variant (None: nothing);
+    ``results_help`` introduces the results section; ``more_results(ev, result)`` gives (title, rows) tables the
+    results section shows after the task's own (``viz.show_results``)."""
 
     title: str
     guide: str
+    steps: str = "accuracy"
+    guide_steps: str = "pth2onnx, preprocess to `.bin`, benchmark, accuracy script"
+    facts: str = "preprocessing constants, ONNX names"
     intro: str = ""
     data_root_help: str = "dataset root, None for the embedded sample"
+    data_example: str = "/data/dataset"
     results_help: str = ""
     defaults: tuple[tuple[str, Any], ...] = ()
     extra: tuple[tuple[str, Any, str], ...] = ()
+    comments: tuple[tuple[str, str], ...] = ()
+    caveat: Callable[["Recipe"], str | None] | None = None
+    more_results: Callable[[Any, Any], list[tuple[str, list[dict]]]] | None = None
 
 
 class Accumulator(Protocol):

@@ -27,3 +27,8 @@ def show_top5(kept: list, max_images: int = 4):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def show_results(ev, result) -> list:
+    """The classification results section: the first kept images with their top-5 classes (``show_top5``)."""
+    return [show_top5(result.kept)]

@@ -92,3 +92,32 @@ def ground_truth_by_image(annotations: Mapping) -> dict[int, list]:
     for a in annotations.get("annotations", []):
         out.setdefault(a["image_id"], []).append(a)
     return out
+
+
+def coco_stats_rows(metrics: Mapping[str, float]) -> list[dict]:
+    """The 12 COCOeval bbox statistics of ``metrics`` (fractions) as table rows, in percent (2 decimals)."""
+    from ..metrics.coco import STAT_NAMES
+
+    return [{"metric": k, "ours_%": round(100 * metrics[k], 2)} for k in STAT_NAMES]
+
+
+def ap_vs_published_rows(metrics: Mapping[str, float], published: Any) -> list[dict]:
+    """Our AP against every published AP (the reference first, then each revision in ``published.other`` that
+    has one), in percent, with the difference in points."""
+    figures = [(published.source, published.accuracy["AP"])]
+    figures += [(label, v["AP"]) for label, v in published.other if "AP" in v]
+    return [{"published": label, "AP_%": round(100 * v, 3), "ours_%": round(100 * metrics["AP"], 2),
+             "delta_pts": round(100 * (metrics["AP"] - v), 2)} for label, v in figures]
+
+
+def show_results(ev, result) -> list:
+    """The COCO detection results section: the 12 bbox statistics, AP against every published figure, and the
+    first kept images with their top 5 detections (dashed: the image's ground truth)."""
+    from .. import report
+
+    m = result.metrics
+    report.show(coco_stats_rows(m), f"COCO bbox statistics over {m['n_images']} images ({m['n_detections']} "
+                                    f"detections, {m.get('n_images_missing', 0)} images missing)")
+    report.show(ap_vs_published_rows(m, ev.recipe.published), "AP vs published")
+    return [show_detections(result.kept, top=5, names=coco_names(),
+                            ground_truth=ground_truth_by_image(ev.dataset.extra["annotations"]))]

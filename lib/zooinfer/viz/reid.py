@@ -86,3 +86,15 @@ def show_query_matches(acc: Any, query_index: int | None = None, topk: int = 10)
     fig.suptitle(f"{q.key}: top-{len(ranked)} gallery matches (green = same identity)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def show_results(ev, result) -> list:
+    """The re-ID results section: the files the Market-1501 reader skipped, the CMC curve the evaluator kept
+    (``result.accumulator.cmc_curve``) against the published points, and the first query with a valid match next
+    to its 10 nearest gallery images."""
+    from .. import report
+
+    acc = result.accumulator
+    if ev.dataset.rejected:
+        report.show([{"path": p, "reason": r} for p, r in ev.dataset.rejected], "Files the Market-1501 reader skipped")
+    return [plot_cmc(acc.cmc_curve(20), published=ev.recipe.published.accuracy), show_query_matches(acc, topk=10)]

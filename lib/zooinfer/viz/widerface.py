@@ -5,6 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..metrics.widerface import SETTINGS
+
 SETTING_COLORS = {"easy": "tab:green", "medium": "tab:orange", "hard": "tab:red"}
 
 
@@ -40,3 +42,37 @@ def face_ground_truth(gt: Any) -> dict[tuple[str, str], list[dict]]:
     draws dashed), from a ``metrics.widerface.GroundTruth`` (e.g. ``dataset.extra['ground_truth']``)."""
     return {key: [{"bbox": [float(v) for v in b]} for b in boxes]
             for key, boxes in zip(gt.images, gt.boxes["hard"])}
+
+
+def ap_vs_published_rows(metrics: Mapping[str, float], published: Any) -> list[dict]:
+    """Every published easy / medium / hard AP (the reference first, then ``published.other``) in percent, with
+    the mean difference of our three APs from them in points."""
+    figures = [(published.source, published.accuracy)] + list(published.other)
+    return [{"published": label, **{f"{s}_%": round(100 * v[s], 2) for s in SETTINGS},
+             "mean_delta_pts": round(100 * sum(metrics[s] - v[s] for s in SETTINGS) / 3, 2)}
+            for label, v in figures]
+
+
+def ap_title(metrics: Mapping[str, float]) -> str:
+    """The AP table's title: our three APs, over how many images (and whether that is a subset of the val set)."""
+    m = metrics
+    subset = (f" (a subset: {m['n_images']} of {m['n_ground_truth_images']} images)"
+              if m["n_images"] < m.get("n_ground_truth_images", m["n_images"]) else "")
+    return (f"AP vs published: ours easy {100 * m['easy']:.2f}%, medium {100 * m['medium']:.2f}%, hard "
+            f"{100 * m['hard']:.2f}% over {m['n_images']} images{subset}, {m['n_missing']} without predictions")
+
+
+def show_results(ev, result) -> list:
+    """The WIDER FACE results section: easy / medium / hard AP against every published figure, the precision /
+    recall curves the evaluator kept (``result.accumulator.curves``), the first kept images with their best 5
+    detections (dashed: ground truth), and the files on disk the ground truth does not list."""
+    from .. import report
+    from .detection import show_detections
+
+    m = result.metrics
+    report.show(ap_vs_published_rows(m, ev.recipe.published), ap_title(m))
+    figures = [plot_pr_curves(result.accumulator.curves, published=ev.recipe.published.accuracy),
+               show_detections(result.kept, top=5, ground_truth=face_ground_truth(ev.dataset.extra["ground_truth"]))]
+    if ev.dataset.rejected:
+        report.show([{"path": p, "reason": r} for p, r in ev.dataset.rejected], "Files not evaluated")
+    return figures

@@ -7,7 +7,7 @@ import numpy as np
 from ...datasets.imagenet import imagenet_sample_root, open_imagenet
 from ...transforms import center_crop, normalize_chw, read_pil_rgb, resize_short_side, to_unit_chw
 from ...metrics.classification import TopKAccumulator, compact_logits
-from ...recipes.base import BenchPlan, PerfRow, Published, Recipe, dataset_opener
+from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build
 
 
@@ -34,6 +34,14 @@ def postprocess(outputs: list[np.ndarray], meta: dict) -> np.ndarray:
 
 
 open_dataset = dataset_opener(open_imagenet, imagenet_sample_root)
+
+
+NOTEBOOK = NotebookSpec(
+    title="DPN-131 on ImageNet-1k val",
+    guide="ACL_PyTorch/contrib/cv/classfication/DPN131",
+    data_root_help="ImageNet root holding val/ and val_label.txt, None for the embedded sample",
+    data_example="/data/imagenet",
+)
 
 
 RECIPE = Recipe(
@@ -70,6 +78,7 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=lambda dataset: TopKAccumulator(),
+    notebook=NOTEBOOK,
     compact=compact_logits,
     headline=("top1", "top5"),
     notes=(

@@ -11,7 +11,7 @@ from .head import M2DET512, coco_xywh_plus_one, m2det_decode, m2det_select
 from ...datasets.coco import coco2014_sample_root, id_from_file_name, open_coco2014_minival
 from ...transforms import read_bgr_resized_minus_mean
 from ...metrics.coco import COCO80_TO_91, STAT_NAMES, CocoAccumulator
-from ...recipes.base import BenchPlan, PerfRow, Published, Recipe, dataset_opener
+from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build
 
 NUM_PRIORS, NUM_CLASSES = 32760, 81
@@ -94,6 +94,24 @@ def new_accumulator(dataset) -> CocoAccumulator:
 
 _GUIDE = "Ascend M2Det README"
 _UPSTREAM = dict(zip(STAT_NAMES, (0.378, 0.560, 0.409, 0.194, 0.431, 0.539, 0.303, 0.483, 0.511, 0.262, 0.577, 0.700)))
+NOTEBOOK = NotebookSpec(
+    title="M2Det-512 (VGG16) on COCO 2014 minival",
+    guide="ACL_PyTorch/contrib/cv/detection/M2Det",
+    steps="detections (soft-NMS) -> COCO mAP",
+    guide_steps="pth2onnx, preprocess to `.bin`, benchmark / ais_bench, postprocess with the upstream soft-NMS and "
+                "pycocotools",
+    facts="preprocessing constants, ONNX names, priors, soft-NMS parameters",
+    intro="`data_root` holds `images/val2014/` and `annotations/instances_minival2014.json`; the guide's "
+          "`vgg16_reducedfc.pth` is not needed (it only initialises the backbone before the checkpoint overwrites it). "
+          "The network is heavy (about 130 GMAC per 512x512 image): on a CPU expect seconds per image.",
+    data_root_help="COCO root holding images/val2014/ and annotations/, None for the embedded sample",
+    data_example="/data/coco",
+    results_help="The 12 COCOeval bbox statistics (over every evaluated minival image, those without annotations "
+                 "included), AP against every published figure, and the first images with their top detections "
+                 "after soft-NMS (dashed: ground truth). Scores are the decayed soft-NMS scores; boxes carry the "
+                 "guide's +1 width/height convention.",
+    defaults=(("bs", 2), ("limit", 4), ("batch_sizes", [1])),
+)
 RECIPE = Recipe(
     name="m2det",
     task="detection",
@@ -128,6 +146,7 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=new_accumulator,
+    notebook=NOTEBOOK,
     headline=STAT_NAMES,
     compact=compact,
     notes=(

@@ -16,7 +16,7 @@ from ...datasets.market1501 import market1501_sample_root, open_market1501
 from ...errors import MetricInputError
 from ...transforms import read_pil_rgb
 from ...metrics import reid
-from ...recipes.base import BenchPlan, PerfRow, Published, Recipe, dataset_opener
+from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build
 
 INPUT_H, INPUT_W = 384, 128
@@ -61,6 +61,20 @@ def new_accumulator(dataset: Any) -> reid.ReidAccumulator:
 open_dataset = dataset_opener(open_market1501, market1501_sample_root, name="market1501-sample")
 
 
+NOTEBOOK = NotebookSpec(
+    title="PCB on Market-1501",
+    guide="ACL_PyTorch/contrib/cv/face/reid_PCB_baseline",
+    steps="query/gallery features -> CMC + mAP",
+    guide_steps="pth2onnx, preprocess to `.bin`, benchmark, postprocess with CMC/mAP",
+    intro="`PCB_3_7.pt` is a whole pickled module: it is read with a restricted unpickler, without the upstream "
+          "`reid` package or torchvision, and nothing in the file is executed.",
+    data_root_help="Market-1501 root holding query/ and bounding_box_test/, None for the embedded sample",
+    data_example="/data/Market-1501-v15.09.15",
+    results_help="CMC curve (Market-1501 protocol: same identity seen by the query's own camera left out) and one "
+                 "query with its nearest gallery images (green = same person, red = another person or a distractor).",
+)
+
+
 RECIPE = Recipe(
     name="pcb",
     task="reid",
@@ -103,6 +117,7 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=new_accumulator,
+    notebook=NOTEBOOK,
     headline=("top1", "top5", "top10", "mAP"),
     dynamic_axes={"input_1": {0: "-1"}, "output_1": {0: "-1"}},
     notes=(

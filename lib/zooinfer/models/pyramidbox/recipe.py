@@ -265,10 +265,46 @@ NOTES = (
 )
 
 
+def _canvas_caveat(recipe: Recipe) -> str | None:
+    """The notebook's set-up warning for a canvas other than the guide's (None at the guide's)."""
+    canvas = recipe.input_shape[-1]
+    if canvas == CANVAS:
+        return None
+    return (f"**Canvas {canvas}x{canvas}, not the guide's {CANVAS}x{CANVAS}:** the APs are not comparable with the "
+            f"published figures (small faces are lost); pass `canvas={CANVAS}` for the guide's pipeline.")
+
+
+def _full_val_table(ev: Any, result: Any) -> list[tuple[str, list[dict]]]:
+    """The notebook's extra results table: what the whole val set would cost at the guide's canvas."""
+    return [(f"Estimated time for the full val set at {CANVAS}x{CANVAS} ({ev.config.backend})",
+             [full_val_estimate(result, ev.recipe.input_shape[-1])])]
+
+
 NOTEBOOK = NotebookSpec(
     title="PyramidBox on WIDER FACE val",
     guide="ACL_PyTorch/contrib/cv/detection/pyramidbox",
-    extra=(("canvas", 256, "letterbox size (the guide: 1000); smaller is faster but not the guide's pipeline"),),
+    steps="two views -> face AP",
+    guide_steps="pth2onnx, preprocess to two sets of `.bin` files (image and mirrored image), benchmark, postprocess "
+                "with flip merge and box voting, WIDER FACE evaluation",
+    facts="letterbox, means, prior boxes, Detect and voting constants, ONNX names",
+    intro="`data_root` holds `WIDER_val/images/<event>/<image>.jpg` and the official `eval_tools/ground_truth/*.mat` "
+          f"files. Each image costs two network passes (about a minute each at {CANVAS}x{CANVAS} on one CPU core), so "
+          f"the embedded default letterboxes into a small `canvas`; the guide's is {CANVAS} (`params/pyramidbox.yaml`).",
+    data_root_help="WIDER FACE root holding WIDER_val/images/ and eval_tools/ground_truth/, None for the embedded "
+                   "sample",
+    data_example="/data/widerface",
+    results_help="Easy / medium / hard AP against every published figure (the Ascend fixed-input numbers are the "
+                 "guide's own pipeline; the open-source ones come from multi-scale online inference: see the notes in "
+                 "`metrics.json`), precision/recall per setting, the first images with their best detections "
+                 f"(dashed: ground truth), files the ground truth does not list, and what the whole val set would cost "
+                 f"at {CANVAS}x{CANVAS} on this backend.",
+    defaults=(("bs", 1), ("batch_sizes", [1])),
+    extra=(("canvas", 256, f"letterbox size (the guide: {CANVAS}); smaller is faster but not the guide's pipeline"),),
+    comments=(("bs", "batch size of the evaluation run, in views (each image is two: original and mirrored)"),
+              ("static_batch", "export the ONNX graph with a fixed batch of bs and a fixed canvas (as the OM files "
+                               "are)")),
+    caveat=_canvas_caveat,
+    more_results=_full_val_table,
 )
 
 

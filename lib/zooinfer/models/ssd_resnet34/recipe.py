@@ -12,7 +12,7 @@ from .head import ssd_decode, ssd_select
 from ...datasets.coco import coco_sample_root, id_from_file_name, open_coco2017_val
 from ...transforms import normalize_chw, read_pil_rgb, to_unit_chw
 from ...metrics.coco import COCO80_TO_91, CocoAccumulator
-from ...recipes.base import BenchPlan, PerfRow, Published, Recipe, dataset_opener
+from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build
 
 #: the guide's selection constants (ssd_postprocess.py)
@@ -87,6 +87,22 @@ def new_accumulator(dataset) -> CocoAccumulator:
 
 
 _GUIDE = "Ascend SSD-Resnet34 README"
+NOTEBOOK = NotebookSpec(
+    title="SSD-ResNet34 on COCO 2017 val",
+    guide="ACL_PyTorch/contrib/cv/detection/SSD-Resnet34",
+    steps="detections -> COCO mAP",
+    guide_steps="pth2onnx, preprocess to `.bin`, ais_bench, postprocess with NMS and pycocotools",
+    facts="preprocessing constants, ONNX names, selection/NMS constants",
+    intro="`data_root` holds `val2017/` and `annotations/instances_val2017.json` as downloaded: the guide's "
+          "`bbox_only_instances_val2017.json` is built in memory, and torchvision's `resnet34-333f7ec4.pth` is not "
+          "needed.",
+    data_root_help="COCO root holding val2017/ and annotations/, None for the embedded sample",
+    data_example="/data/coco",
+    results_help="The 12 COCOeval bbox statistics (the guide's bbox-only annotation view sets every ground-truth area "
+                 "to 1.0, so the medium/large figures are -1 and only the all-area ones compare with the published "
+                 "AP), AP against every published figure, and the first images with their top detections (dashed: "
+                 "ground truth).",
+)
 RECIPE = Recipe(
     name="ssd_resnet34",
     task="detection",
@@ -131,6 +147,7 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=new_accumulator,
+    notebook=NOTEBOOK,
     headline=("AP",),
     notes=(
         "The guide also downloads torchvision's resnet34-333f7ec4.pth: its ssd_pth2onnx.py builds SSD300 with "

@@ -1,0 +1,195 @@
+"""The one backend registry: each backend declares once what it needs, which resource it occupies and how it opens.
+
+Needs are artefact names (fields of :class:`Artefacts`):
+
+- ``onnx_path``: an ONNX file (``Evaluation.export`` writes it, or the run's ``onnx_path=``);
+- ``model``: the torch ``nn.Module`` (``Evaluation.prepare`` builds it from ``weights=``);
+- ``om_path``: the ``.om`` file ``atc`` produced (``om_path=``);
+- ``results_dir`` + ``output_layout``: the folder an external tool wrote (``results_dir=``) and the per-sample output
+  shapes to read it back with (derived from the torch model).
+
+Everything that opens sessions (``Evaluation``, the Ray tasks in ``distributed``, ``bench``/``benchmarks/run.py``)
+asks this registry; nothing else decides by a backend's name what it needs or where it runs. Optional runtimes
+(onnxruntime GPU providers, torch CUDA, aclruntime) are imported only when such a backend is opened.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import BackendError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..config import RunConfig
+    from .base import Session
+    from .bins import OutputReader
+
+#: what each artefact is and which parameter (or step) provides it, for error messages
+ARTEFACT_HELP = {
+    "onnx_path": "an ONNX file (Evaluation.export() writes it, or pass onnx_path=)",
+    "model": "the torch model (Evaluation.prepare() builds it from weights=)",
+    "om_path": "om_path= (the .om file atc produced)",
+    "results_dir": "results_dir= (the folder ais_bench/benchmark wrote)",
+    "output_layout": "the per-sample output shapes of the model (Evaluation derives them from the torch model)",
+}
+#: resources a backend occupies: where its sessions run (the Ray tasks ask for one GPU / NPU per task)
+RESOURCES = ("cpu", "gpu", "npu")
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """The shapes of one sample's outputs (batch axis removed, ONNX order) and the network inputs (views) per sample:
+    what a result-file reader needs to cut a tool's files back into outputs."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    views: int = 1
+
+
+@dataclass(frozen=True)
+class Artefacts:
+    """The files and objects a session is opened from; a backend reads only the ones it declares in ``needs``."""
+
+    onnx_path: str | os.PathLike | None = None
+    model: Any = None
+    om_path: str | os.PathLike | None = None
+    results_dir: str | os.PathLike | None = None
+    output_layout: OutputLayout | None = None
+
+
+#: ``SessionOptions.optimized_cache`` values: ONNX Runtime (CPU) keeps the optimised graph next to the model file
+OPTIMIZED_CACHE = ("write", "read", "off")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How to open a session: inference ``threads`` (None: the backend's default), ``fp16`` (TensorRT), the GPU/NPU
+    ``device_id``; ``input_shape`` the torch session reports (None: all dynamic); ``optimized_cache`` for ONNX Runtime
+    on CPU: "write" (read a fresh cached optimised graph, else write one), "read" (read a fresh one, never write:
+    concurrent Ray tasks would race on the file), "off"; ``profile`` turns ONNX Runtime's per-node profiler on."""
+
+    threads: int | None = None
+    fp16: bool = False
+    device_id: int = 0
+    input_shape: tuple[int | None, ...] | None = None
+    optimized_cache: str = "write"
+    profile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.optimized_cache not in OPTIMIZED_CACHE:
+            raise BackendError(f"optimized_cache must be one of {', '.join(OPTIMIZED_CACHE)}, "
+                               f"got {self.optimized_cache!r}")
+
+    @classmethod
+    def from_config(cls, config: "RunConfig", **overrides: Any) -> "SessionOptions":
+        """The options a run's configuration asks for (``threads``, ``precision``, ``device_id``), then
+        ``overrides`` (e.g. a Ray task's own thread count and device)."""
+        values = {"threads": config.threads, "fp16": config.precision == "fp16", "device_id": config.device_id}
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: its ``name``, the artefacts it ``needs`` (fields of :class:`Artefacts`, in the order they are
+    checked), the ``resource`` it occupies (cpu, gpu, npu), how to open it, and a one-line ``summary``."""
+
+    name: str
+    needs: tuple[str, ...]
+    resource: str
+    opener: Callable[[Artefacts, SessionOptions], Any]
+    summary: str
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in fields(Artefacts)}
+        if not set(self.needs) <= known or self.resource not in RESOURCES:
+            raise BackendError(f"backend {self.name!r}: needs must be among {sorted(known)} and resource one of "
+                               f"{RESOURCES}; got {self.needs}, {self.resource!r}")
+
+    @property
+    def reads_stored_results(self) -> bool:
+        """True when the backend computes nothing: it reads outputs an external tool wrote (nothing to time or to
+        spread over processes)."""
+        return "results_dir" in self.needs
+
+    def missing_error(self, need: str) -> BackendError:
+        """The error for an artefact this backend needs and did not get."""
+        return BackendError(f"backend {self.name!r} needs {ARTEFACT_HELP[need]}")
+
+    def check(self, artefacts: Artefacts) -> None:
+        """Raise a BackendError naming the first artefact this backend needs that ``artefacts`` lacks."""
+        for need in self.needs:
+            if getattr(artefacts, need) is None:
+                raise self.missing_error(need)
+
+    def open(self, artefacts: Artefacts, options: SessionOptions | None = None) -> "Session | OutputReader":
+        """A new session (for stored results: a reader with ``read(key)``) over ``artefacts``."""
+        self.check(artefacts)
+        return self.opener(artefacts, options or SessionOptions())
+
+
+# ---------------------------------------------------------------------------------------------------- openers
+def _ort(backend: str) -> Callable[[Artefacts, SessionOptions], Any]:
+    def open_ort(a: Artefacts, o: SessionOptions):
+        from .onnxruntime import OrtSession
+
+        cache: bool | str = {"write": True, "read": "read", "off": False}[o.optimized_cache]
+        return OrtSession(a.onnx_path, backend, threads=o.threads, fp16=o.fp16, device_id=o.device_id,
+                          cache_optimized=cache, profile=o.profile)
+
+    return open_ort
+
+
+def _torch(on_gpu: bool) -> Callable[[Artefacts, SessionOptions], Any]:
+    def open_torch(a: Artefacts, o: SessionOptions):
+        from .torch import TorchSession
+
+        return TorchSession(a.model, device=f"cuda:{o.device_id}" if on_gpu else "cpu", threads=o.threads,
+                            input_shape=o.input_shape or (None, None, None, None))
+
+    return open_torch
+
+
+def _acl(a: Artefacts, o: SessionOptions):
+    from .acl import AclSession
+
+    return AclSession(a.om_path, o.device_id)
+
+
+def _bins(a: Artefacts, o: SessionOptions):
+    from .bins import OutputReader
+
+    return OutputReader(a.results_dir, list(a.output_layout.shapes), views=a.output_layout.views)
+
+
+REGISTRY: dict[str, Backend] = {b.name: b for b in (
+    Backend("onnxruntime", ("onnx_path",), "cpu", _ort("onnxruntime"), "ONNX Runtime, CPU execution provider"),
+    Backend("ort-cuda", ("onnx_path",), "gpu", _ort("ort-cuda"), "ONNX Runtime, CUDA execution provider"),
+    Backend("ort-tensorrt", ("onnx_path",), "gpu", _ort("ort-tensorrt"),
+            "ONNX Runtime, TensorRT execution provider (precision fp16 possible)"),
+    Backend("torch", ("model",), "cpu", _torch(False), "PyTorch eager on the CPU (the parity reference)"),
+    Backend("torch-cuda", ("model",), "gpu", _torch(True), "PyTorch eager on a CUDA GPU"),
+    Backend("acl", ("om_path",), "npu", _acl, "an Ascend .om file through ais_bench/aclruntime"),
+    Backend("bins", ("results_dir", "output_layout"), "cpu", _bins,
+            "result files an external tool (ais_bench, benchmark) wrote, scored without inference"),
+)}
+
+
+def names() -> tuple[str, ...]:
+    """The registered backend names, in the order the documentation lists them."""
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; an unknown name is a BackendError listing the valid ones."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}") from None
+
+
+def open_for(config: "RunConfig", artefacts: Artefacts, backend: str | None = None,
+             **overrides: Any) -> "Session | OutputReader":
+    """A session of ``backend`` (default: the run's) with the run's settings (``SessionOptions.from_config``, then
+    ``overrides``) over ``artefacts``."""
+    return get(backend or config.backend).open(artefacts, SessionOptions.from_config(config, **overrides))

@@ -21,13 +21,27 @@ class PerfRow:
 
 
 @dataclass(frozen=True)
+class Acceptance:
+    """The rule a reproduction passes by, as the guides state it: the result may fall at most ``tolerance`` below
+    the reference, relative (``0.01``: "within 1% of the open-source figure"). ``combine="each"`` judges every
+    headline metric; ``"mean"`` judges their mean (PyramidBox's guide compares the mean of the three APs). ``source``
+    says where the rule comes from."""
+
+    tolerance: float = 0.01
+    combine: str = "each"
+    source: str = "the Ascend guides' acceptance rule: accuracy within 1% of the open-source figure"
+
+
+@dataclass(frozen=True)
 class Published:
-    """Published figures. ``accuracy`` is the reference the report compares against; ``other`` lists revisions."""
+    """Published figures. ``accuracy`` is the reference the report compares against; ``other`` lists revisions;
+    ``acceptance`` the rule a reproduction passes by (verdict: zooinfer.verdict)."""
 
     accuracy: dict[str, float]
     source: str
     other: tuple[tuple[str, dict[str, float]], ...] = ()
     performance: tuple[PerfRow, ...] = ()
+    acceptance: Acceptance = field(default_factory=Acceptance)
 
 
 def dataset_opener(reader: Callable[..., Any], sample_root: Callable[[], Any],
@@ -144,6 +158,8 @@ class Recipe:
     bench: BenchPlan = field(default_factory=BenchPlan)
     #: the generated notebook's title, intro and defaults (tools/make_notebook.py)
     notebook: NotebookSpec | None = None
+    #: why this variant's accuracy cannot be compared with the published figures (None: it can)
+    incomparable_because: str | None = None
     #: options -> a variant of this recipe (e.g. PyramidBox at another canvas); None: the model has no variants
     make_variant: Callable[..., "Recipe"] | None = None
 

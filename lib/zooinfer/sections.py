@@ -1,0 +1,78 @@
+"""Optional report sections a notebook adds after its evaluation: "Backends and precision" (issue: variants of one
+model side by side, then layer by layer) and "Under load" (MLPerf LoadGen scenarios).
+
+Each function runs its step on the evaluation's recipe, samples and artefacts, shows its tables and plots, and
+returns ``(document, figures)``; ``Evaluation.add_section(name, document)`` puts the document into metrics.json.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def backends_and_precision(ev: Any, variants: Sequence[str], *, reference: str = "onnxruntime",
+                           calibration: int = 8, limit: int | None = None, localise: bool = True,
+                           show: bool = True) -> tuple[dict, list]:
+    """Run ``variants`` (e.g. ``["torch", "onnxruntime-fp16", "onnxruntime-int8"]``, or ``"bins:<folder>"``) over
+    the run's samples beside ``reference``; per variant: metric and delta, throughput, per-sample agreement, the
+    samples that disagree most, NaN/Inf by (variant, output, sample); then, for each variant's worst sample, the
+    first ONNX nodes whose error exceeds the tolerance. ``calibration``: INT8 calibration images (named in the
+    document). ``ev`` must have run ``prepare()`` and ``export()``."""
+    from . import compare as zc, localise as zl, report
+    from .viz import compare as vc
+
+    cfg = ev.config
+    cmp = zc.compare(ev.recipe, ev.dataset, list(variants), reference=reference, bs=cfg.bs,
+                     limit=limit if limit is not None else cfg.limit, onnx_path=ev.onnx_path, model=ev.model,
+                     calibration=calibration, threads=cfg.threads, om_path=cfg.om_path, device_id=cfg.device_id)
+    figures: list = []
+    locs: dict[str, Any] = {}
+    if show:
+        report.show(cmp.markdown())
+        report.show(cmp.worst(n=10), "Samples that disagree most")
+        figures += [vc.plot_accuracy_vs_throughput(cmp), vc.plot_disagreement(cmp)]
+    for r in cmp.results[1:]:
+        if show:
+            figures.append(vc.show_worst(cmp, r.name, 4))
+        if localise:
+            loc = zl.localise_worst(cmp, r.name, ev.recipe, om_path=cfg.om_path)
+            locs[r.name] = loc
+            if show:
+                report.show(loc.markdown())
+                if isinstance(loc, zl.Localisation):
+                    figures.append(vc.plot_error_by_depth(loc))
+    doc = {**cmp.to_dict(), "localisation": {k: v.to_dict() for k, v in locs.items()}}
+    return doc, figures
+
+
+def under_load(ev: Any, scenarios: Sequence[str], *, latency_bound_ms: float | None = None,
+               quick: bool = True, accuracy: bool = True, log_dir: str | Path | None = None,
+               show: bool = True) -> tuple[dict, list]:
+    """MLPerf LoadGen ``scenarios`` (SingleStream, Offline, Server) on the run's session and samples: LoadGen's
+    VALID/INVALID and reason, its settings, latency percentiles (ms) and throughput (samples/s); the Server search
+    for the highest QPS whose p99 meets ``latency_bound_ms`` (None: 3x the SingleStream p90); with ``accuracy``, the
+    accuracy-mode metric checked equal to the normal run's. ``quick``: short LoadGen durations (the embedded run).
+    ``ev`` must have run ``evaluate()``."""
+    from . import loadgen, report
+
+    bound = {} if latency_bound_ms is None else {"latency_bound_ms": float(latency_bound_ms)}
+    settings = loadgen.LoadSettings.quick(**bound) if quick else loadgen.LoadSettings(**bound)
+    session = ev.session_for()
+    data = ev.dataset.subset(ev.config.limit)
+    run = loadgen.run_scenarios(ev.recipe, data, session, bs=ev.config.bs, settings=settings,
+                                scenarios=[loadgen.scenario_name(s) for s in scenarios], log_dir=log_dir,
+                                accuracy=accuracy, reference_metrics=ev.result.metrics if ev.result else None)
+    figures: list = []
+    if show:
+        report.show(loadgen.scenario_table(run), "Under load (MLPerf LoadGen)")
+        if run.server:
+            report.show(loadgen.probe_table(run.server), "Server search")
+            report.show(run.server.statement)
+            offline = run.results.get("Offline")
+            figures.append(loadgen.plot_server_search(
+                run.server, title=f"{ev.recipe.name}: latency vs QPS",
+                offline_samples_per_s=offline.figures.get("samples_per_s") if offline else None))
+        if run.accuracy is not None:
+            report.show(f"LoadGen accuracy mode: {'equal to' if run.accuracy_matches() else 'DIFFERENT from'} "
+                        "the normal run's metric on the same samples.")
+    return run.document(), figures

@@ -87,15 +87,60 @@ def test_acl_without_an_om_file_names_the_parameter(ev_ort):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    ev = Evaluation.for_model("dpn131", weights=str(tmp_path / "dpn131-7af84be88.pth"))
+    with pytest.raises(ZooinferError, match="checkpoint file not found: .*published file is dpn131-7af84be88.pth"):
+        Evaluation.for_model("dpn131", weights=str(tmp_path / "dpn131-7af84be88.pth"))  # before any step
+    ev = Evaluation(RunConfig(model="dpn131", weights=str(tmp_path / "dpn131-7af84be88.pth")))  # unchecked
     with pytest.raises(ZooinferError, match="checkpoint file not found: .*published file is dpn131-7af84be88.pth"):
         ev.prepare()
 
 
 def test_missing_dataset_names_the_layout(tmp_path):
+    with pytest.raises(ZooinferError, match="parameter 'data_root': dataset folder not found"):
+        Evaluation.for_model("dpn131", data_root=str(tmp_path / "imagenet"))
+    (tmp_path / "imagenet").mkdir()
     ev = Evaluation.for_model("dpn131", data_root=str(tmp_path / "imagenet"))
     with pytest.raises(ZooinferError, match="Expected layout"):
         ev.prepare()
+
+
+def _tiny_evaluation(config: RunConfig, dataset) -> Evaluation:
+    from conftest import TinyNet, make_recipe
+
+    ev = Evaluation(config, recipe=make_recipe())
+    ev.steps = replace(ev.steps, prepared=Prepared(model=TinyNet().eval(), dataset=dataset, weights=None,
+                                                   weights_md5=None, published_md5=None, images=len(dataset)))
+    return ev
+
+
+def test_11_a_run_that_evaluated_nothing_is_an_error(tiny_dataset, tmp_path):
+    """bins over a results folder holding none of the dataset's files: every sample is skipped."""
+    (tmp_path / "other_0.bin").write_bytes(b"\0" * 16)
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="bins", results_dir=str(tmp_path), progress=False),
+                          tiny_dataset)
+    with pytest.raises(ZooinferError, match=r"nothing was evaluated: all 7 images were skipped \(first: .*img0.jpg: "
+                                            r"FileNotFoundError: no result file img0_0.bin.*check results_dir="):
+        ev.evaluate()
+
+
+def test_9_skipped_images_are_said_when_the_evaluation_ends(tiny_dataset, tmp_path, capsys):
+    from zooinfer.datasets.base import Sample
+
+    gone = Sample("gone", str(tmp_path / "gone.jpg"), 0, {"missing": "not found: named in labels.txt"})
+    ds = replace(tiny_dataset, samples=[gone, *tiny_dataset.samples])
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="torch", progress=False), ds)
+    with pytest.warns(UserWarning, match=r"1 of 8 images skipped \(12.5%\), not evaluated; first: .*gone.jpg: not "
+                                         r"found: named in labels.txt. More than 5% of the images"):
+        res = ev.evaluate()
+    assert res.n_done == 7 and "**1 of 8 images skipped" in capsys.readouterr().out
+
+
+def test_4_benchmark_takes_the_sizes_in_their_text_form(tiny_dataset):
+    """The notebook passes its raw batch_sizes parameter: papermill hands -p batch_sizes "[1]" over as text."""
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="torch", progress=False), tiny_dataset)
+    rows = ev.benchmark("[1, 2]", backends=["torch"], min_time="0", min_iters=1, warmup=0)
+    assert [r["bs"] for r in rows] == [1, 2]
+    with pytest.raises(ZooinferError, match="'batch_sizes' must be a list of integers >= 1, e.g. \\[1, 8\\]"):
+        ev.benchmark("[one]", backends=["torch"])
 
 
 def test_steps_out_of_order_say_what_to_call():

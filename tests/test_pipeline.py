@@ -210,3 +210,22 @@ def test_progress_bar_is_a_widget_only_where_ipywidgets_is_installed(monkeypatch
     assert type(bar) is WidgetBar
     bar.close()
     assert pipeline.progress_bar(3, "x", False) is None
+
+
+# ---------------------------------------------------------------------------------------------------- issue 18
+@pytest.mark.parametrize("bs", [0, -1])
+def test_3_a_non_positive_bs_is_refused_before_any_image_is_read(tiny_model, tiny_dataset, bs):
+    from zooinfer.errors import ZooinferError
+
+    with pytest.raises(ZooinferError, match=f"bs must be an integer >= 1, got {bs}"):
+        pipeline.run(make_recipe(), tiny_dataset, open_session("torch", model=tiny_model), bs=bs, progress=False)
+
+
+def test_9_a_sample_missing_on_disk_is_skipped_counted_and_named(tiny_model, tiny_dataset, tmp_path):
+    from dataclasses import replace
+
+    gone = Sample("gone", str(tmp_path / "gone.jpg"), 0, {"missing": "not found: named in labels.txt"})
+    ds = replace(tiny_dataset, samples=[gone, *tiny_dataset.samples])
+    res = pipeline.run(make_recipe(), ds, open_session("torch", model=tiny_model), bs=2, progress=False)
+    assert res.n_samples == 8 and res.n_done == 7
+    assert res.skipped == [("gone", str(tmp_path / "gone.jpg"), "not found: named in labels.txt")]

@@ -92,3 +92,43 @@ def test_atc_and_ais_bench_commands():
         'atc --framework=5 --model=dpn131.onnx --output=dpn131_bs8 --input_format=NCHW '
         '--input_shape="image:8,3,224,224" --log=error --soc_version=Ascend310P3')
     assert "--batchsize 8" in export.ais_bench_command("m.om", "in", "out", 8)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 18
+def _steps(skipped: int, total: int = 20, md5: str | None = None):
+    from types import SimpleNamespace
+
+    from zooinfer.evaluation import StepResults
+    from zooinfer.pipeline import RunResult, StageTimer
+
+    run = RunResult({"top1": 0.5, "top5": 0.9}, total, total - skipped,
+                    [(f"k{i}", f"/d/val/k{i}.JPEG", "not found: named in val_label.txt") for i in range(skipped)],
+                    StageTimer(), 1.0, 1, "onnxruntime")
+    prepared = SimpleNamespace(dataset=None, weights_md5=md5, md5_matches=None if md5 is None else
+                               md5 == "71e7844aa8646dc75494976c7c86241a")
+    return StepResults(prepared=prepared, run=run)
+
+
+def test_9_skipped_images_are_in_the_first_lines_of_metrics_json():
+    r = recipes.get("dpn131")
+    doc = report.metrics_document(RunConfig(model="dpn131"), r, _steps(1), environment_info={})
+    assert list(doc)[:5] == ["model", "task", "accuracy_meaningful", "not_meaningful_because", "skipped"]
+    assert doc["skipped"]["count"] == 1 and doc["skipped"]["of"] == 20 and not doc["skipped"]["too_many"]
+    assert doc["skipped"]["images"][0] == {"key": "k0", "path": "/d/val/k0.JPEG",
+                                           "reason": "not found: named in val_label.txt"}
+    assert doc["skipped"]["summary"].startswith("1 of 20 images skipped (5.0%), not evaluated; first: /d/val/k0")
+
+
+def test_11_a_large_skipped_share_makes_the_accuracy_not_meaningful():
+    r = recipes.get("dpn131")
+    doc = report.metrics_document(RunConfig(model="dpn131"), r, _steps(2), environment_info={})
+    assert doc["skipped"]["too_many"] and doc["skipped"]["threshold"] == report.SKIP_THRESHOLD == 0.05
+    assert doc["accuracy_meaningful"] is False and "2 of 20 images skipped (10.0%)" in doc["not_meaningful_because"]
+
+
+def test_14_md5_matches_is_recorded():
+    r = recipes.get("dpn131")
+    doc = report.metrics_document(RunConfig(model="dpn131"), r, _steps(0, md5="0" * 32), environment_info={})
+    assert doc["md5_matches"] is False and doc["checkpoint"]["md5_matches"] is False and doc["skipped"]["count"] == 0
+    doc = report.metrics_document(RunConfig(model="dpn131"), r, _steps(0), environment_info={})
+    assert doc["md5_matches"] is None  # synthetic weights: nothing to compare

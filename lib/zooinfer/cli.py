@@ -6,17 +6,35 @@
     zooinfer run dpn131 -f params/dpn131.yaml -p weights /data/dpn131-7af84be88.pth -p data_root /data/imagenet
     zooinfer export dpn131 --weights FILE --out dpn131.onnx [--bs 8]
     zooinfer bins dpn131 --data-root /data/imagenet --out ./prep_bin    .bin + .info inputs for ais_bench / benchmark
+    zooinfer clean [--yes]                          list (and remove) the partial folders of interrupted runs
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
 
 from .errors import ZooinferError
+
+#: exit statuses of ``zooinfer run`` (also in its --help)
+EXIT_OK, EXIT_UNEXPECTED, EXIT_CLEAR_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+RUN_EXIT_HELP = """exit status:
+  0    the run is complete (report printed)
+  1    an unexpected error (a bug, or a failure zooinfer has no clear message for; see the executed notebook)
+  2    a clear error: a bad parameter, file, folder or dataset layout (the message says which); for an error
+       inside the notebook also the cell it stopped in and where the executed notebook is
+  3    the run is complete but skipped more than 5% of its images (unreadable, or named by the ground truth and
+       missing on disk): the accuracy does not describe the dataset (metrics.json "skipped")
+  130  interrupted (Ctrl-C); the partial run folder is printed (zooinfer clean lists and removes such folders)"""
+#: notebook parameters that name a file or folder: relative paths are the caller's, resolved before the notebook
+#: runs (papermill runs it in the checkout)
+PATH_PARAMETERS = ("weights", "data_root", "onnx_path", "om_path", "results_dir", "output_root")
 
 
 def _checkout() -> Path:
@@ -24,6 +42,9 @@ def _checkout() -> Path:
 
 
 def _notebook(model: str) -> Path:
+    from . import recipes
+
+    recipes.get(model)  # an unknown model lists the known ones
     nb = _checkout() / "notebooks" / f"{model}.ipynb"
     if not nb.is_file():
         raise ZooinferError(f"no notebook for {model!r} at {nb} (run from a checkout of zooinfer)")
@@ -38,7 +59,35 @@ def _parse_value(text: str):
         return text
 
 
-def cmd_list(_args: argparse.Namespace) -> int:
+def _output_root(args: argparse.Namespace) -> Path:
+    from .report import default_output_root
+
+    return Path(args.output_root) if getattr(args, "output_root", None) else default_output_root()
+
+
+def partial_runs(root: Path) -> list[Path]:
+    """The partial folders (``<root>/<model>/.<run-id>.partial``) of runs that were interrupted or failed (or are
+    running now): what a resume starts from, and what ``zooinfer clean`` removes."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("*/.*.partial") if p.is_dir())
+
+
+def _running(partial: Path) -> bool:
+    """Whether the run that owns ``partial`` still runs on this machine (its run id ends in the process id)."""
+    pid = partial.name.removesuffix(".partial").rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_list(args: argparse.Namespace) -> int:
     from . import recipes
 
     for name in recipes.NAMES:
@@ -48,51 +97,235 @@ def cmd_list(_args: argparse.Namespace) -> int:
             print(f"{name:14s} {r.task:15s} input {r.input_shape}  published {ref}  checkpoint {r.checkpoint_file}")
         except ZooinferError as e:
             print(f"{name:14s} ({e})")
+    partials = partial_runs(_output_root(args))
+    if partials:
+        print(f"\n{len(partials)} partial run folder(s) (interrupted or failed runs; zooinfer clean --yes removes "
+              "them):")
+        for p in partials:
+            print(f"  {p}" + ("  (running)" if _running(p) else ""))
     return 0
 
 
-#: parameters ``zooinfer run`` sets itself: the notebook writes into the run folder the CLI owns
-CLI_OWNED = ("run_dir",)
+def cmd_clean(args: argparse.Namespace) -> int:
+    """List the partial folders of interrupted runs; remove them with ``--yes`` (never one whose run still runs)."""
+    root = _output_root(args)
+    partials = partial_runs(root)
+    if not partials:
+        print(f"no partial run folders under {root}")
+        return 0
+    for p in partials:
+        running = _running(p)
+        if running:
+            print(f"kept {p} (its run is still running)")
+        elif args.yes:
+            shutil.rmtree(p)
+            print(f"removed {p}")
+        else:
+            print(f"{p}")
+    if not args.yes:
+        print(f"{len(partials)} partial run folder(s); run zooinfer clean --yes to remove them")
+    return 0
+
+
+#: parameters ``zooinfer run`` sets itself: the notebook's model is the command's argument, and the notebook writes
+#: into the run folder the CLI owns
+CLI_OWNED = {"run_dir": "the run folder it renders into; choose where with --output-root",
+             "model": "the command's argument: zooinfer run MODEL"}
+
+
+def _read_parameter_file(path: str) -> dict:
+    """A YAML file of parameters; a missing or malformed file is a ZooinferError naming it (and the line)."""
+    f = Path(path)
+    if not f.is_file():
+        raise ZooinferError(f"parameter file not found: {f}" + (" (it is a folder)" if f.is_dir() else ""))
+    try:
+        data = yaml.safe_load(f.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{f}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(f)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ZooinferError(f"{where}: not valid YAML ({problem}); expected 'name: value' lines, e.g. 'bs: 8'") \
+            from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ZooinferError(f"parameter file {f} cannot be read: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ZooinferError(f"{f}: expected 'name: value' lines (a YAML mapping), got a {type(data).__name__}")
+    return data
 
 
 def run_parameters(args: argparse.Namespace) -> dict:
     """The notebook parameters of ``zooinfer run``: the YAML files, then ``-p`` values; the progress bar off unless
     asked for (``-p progress true``): papermill shows its own cell progress, and a bar in the notebook would only
-    end up in the rendered report."""
+    end up in the rendered report. Relative paths are made absolute (the notebook runs in the checkout);
+    ``workers`` (the old name) becomes ``processes``."""
     params: dict = {}
     for f in args.file or []:
-        params.update(yaml.safe_load(Path(f).read_text()) or {})
+        params.update(_read_parameter_file(f))
     for key, value in args.param or []:
         params[key] = _parse_value(value)
     owned = [k for k in CLI_OWNED if k in params]
     if owned:
-        raise ZooinferError(f"parameter {owned[0]!r} is set by zooinfer run (the run folder it renders into); "
-                            "choose where with --output-root")
+        raise ZooinferError(f"parameter {owned[0]!r} is set by zooinfer run ({CLI_OWNED[owned[0]]})")
+    if "workers" in params:
+        from .config import RENAMED
+
+        value = params.pop("workers")
+        if "processes" in params and params["processes"] != value:
+            raise ZooinferError(f"parameters 'workers' (the old name) and 'processes' disagree: {value!r} vs "
+                                f"{params['processes']!r}; give only 'processes'")
+        print(f"warning: parameter 'workers' is now called {RENAMED['workers']!r}; 'workers' will stop working",
+              file=sys.stderr)
+        params["processes"] = value
+    for key in PATH_PARAMETERS:
+        value = params.get(key)
+        if isinstance(value, str) and value not in ("", "none", "None"):
+            params[key] = str(Path(value).expanduser().absolute())
     params.setdefault("progress", False)
     return params
+
+
+def check_notebook_parameters(notebook: Path, params: dict) -> None:
+    """Refuse parameters the notebook does not have (papermill would only warn and run with the defaults), naming
+    the close matches."""
+    import papermill as pm
+
+    from .config import close_matches
+
+    known = set(pm.inspect_notebook(str(notebook)))
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        key = unknown[0]
+        raise ZooinferError(f"unknown parameter {key!r} for {notebook.name}{close_matches(key, known)}; valid: "
+                            f"{', '.join(sorted(known - set(CLI_OWNED)))}")
+
+
+def _zooinfer_error_names() -> set[str]:
+    """Class names of ZooinferError and its subclasses (the clear errors an executed notebook may end in)."""
+    from . import evaluation  # noqa: F401 - imports the modules that define subclasses
+
+    names, todo = set(), [ZooinferError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
+def _failed_cell(notebook: Path, index: int | None) -> str:
+    """'cell 'prepare' (In [3]): info = ev.prepare()' for the cell an executed notebook stopped in."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(str(notebook), as_version=4).cells
+        # the cell with the error output (papermill's cell_index counts before it inserted its own banner cells)
+        failed = [i for i, c in enumerate(cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        if failed:
+            index = failed[-1]
+        cell = cells[index]
+    except Exception:  # noqa: BLE001 - the location is a convenience
+        return "an unknown cell"
+    first = next((line for line in cell.source.splitlines() if line.strip()), "")
+    count = cell.get("execution_count")
+    return f"cell {cell.get('id', index)!r}" + (f" (In [{count}])" if count else "") + (f": {first}" if first else "")
+
+
+def _notebook_failed(error: Exception, out_nb: Path, partial: Path) -> int:
+    """What a user sees when the notebook stopped on an exception: the message itself (a clear ZooinferError) or
+    its type and message, the cell, and where the executed notebook (with the full traceback) is."""
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    clear = ename in _zooinfer_error_names()
+    where = _failed_cell(out_nb, getattr(error, "cell_index", None))
+    print(f"error: {evalue}" if clear else f"error: the notebook failed with {ename}: {evalue}", file=sys.stderr)
+    print(f"  stopped in {where}", file=sys.stderr)
+    print(f"  the executed notebook (full traceback): {out_nb}", file=sys.stderr)
+    print(f"  the partial run folder: {partial} (zooinfer clean --yes removes it)", file=sys.stderr)
+    return EXIT_CLEAR_ERROR if clear else EXIT_UNEXPECTED
+
+
+def _logged_kernel_manager(log: Path) -> type:
+    """A Jupyter kernel manager whose kernel process writes its own stderr (its log, and the tracebacks an
+    interrupted kernel prints while it is shut down) into ``log`` rather than onto the user's terminal. Cell output
+    is not affected: it travels over the kernel's channels into the executed notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):  # noqa: D102 - AsyncKernelManager.start_kernel with stderr -> log
+            kw.setdefault("stderr", open(log, "ab"))  # noqa: SIM115 - the kernel process holds it
+            return await super().start_kernel(**kw)
+
+    return LoggedKernelManager
+
+
+def _after_run(final: Path) -> int:
+    """Say on the terminal what the report says in its first lines: an md5 mismatch, skipped images (exit 3 for
+    more than ``report.SKIP_THRESHOLD`` of them)."""
+    from .report import EXIT_TOO_MANY_SKIPPED
+
+    try:
+        doc = json.loads((final / "metrics.json").read_text())
+    except (OSError, ValueError) as e:
+        print(f"warning: could not read {final / 'metrics.json'} ({e})", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    status = EXIT_OK
+    if doc.get("md5_matches") is False:
+        ck = doc.get("checkpoint") or {}
+        print(f"warning: {ck.get('file')}: md5 {ck.get('md5')} differs from the published {ck.get('published_md5')} "
+              f"({ck.get('published_file')}); results may not match the published figures", file=sys.stderr)
+    skipped = doc.get("skipped") or {}
+    if skipped.get("count"):
+        print(f"warning: {skipped.get('summary')} (metrics.json 'skipped' names them all)", file=sys.stderr)
+        if skipped.get("too_many"):
+            status = EXIT_TOO_MANY_SKIPPED
+    return status
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import papermill as pm
 
-    from .report import default_output_root, new_run_id, render_html
+    from .config import RunConfig, check_output_folder
+    from .report import new_run_id, render_html
 
+    notebook = _notebook(args.model)  # an unknown model: the known ones, and nothing created
     params = run_parameters(args)
-    root = Path(args.output_root) if args.output_root else default_output_root()
+    check_notebook_parameters(notebook, params)
+    if args.output_root and params.get("output_root") not in (None, "", "none", "None") and \
+            Path(params["output_root"]) != Path(args.output_root).absolute():
+        raise ZooinferError(f"--output-root {args.output_root} and -p output_root {params['output_root']} disagree; "
+                            "give one")
+    if args.output_root:
+        root = Path(args.output_root).absolute()
+        check_output_folder(root, "--output-root")
+    elif params.get("output_root") not in (None, "", "none", "None"):
+        root = Path(params["output_root"])  # honoured: the run folder this command owns goes under it
+    else:
+        root = _output_root(args)
+    # every check the notebook's set-up cell makes, here, before a kernel starts (warnings were said above)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        RunConfig.from_parameters({**params, "model": args.model, "output_root": str(root)})
     run_id = new_run_id(args.model)
     final = root / args.model / run_id
     partial = final.with_name(f".{run_id}.partial")
-    notebook = _notebook(args.model)
     partial.mkdir(parents=True)
     params["run_dir"] = str(partial)  # the notebook writes metrics.json and plots here; this command renames it
     out_nb = partial / f"{args.model}.ipynb"
     try:
         pm.execute_notebook(str(notebook), str(out_nb), parameters=params, kernel_name=args.kernel,
-                            progress_bar=not args.quiet, cwd=str(_checkout()))
+                            progress_bar=not args.quiet, cwd=str(_checkout()),
+                            kernel_manager_class=_logged_kernel_manager(partial / "kernel.log"))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the partial run is in {partial} (zooinfer list shows it, zooinfer clean --yes "
+              "removes it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except pm.PapermillExecutionError as e:
+        return _notebook_failed(e, out_nb, partial)
     except Exception as e:  # noqa: BLE001 - the partial folder keeps the executed notebook for diagnosis
-        print(f"the notebook failed; the partial run (with the executed notebook) is in {partial}\n{e}",
+        print(f"error: the notebook could not run ({type(e).__name__}: {e}); the partial run is in {partial}",
               file=sys.stderr)
-        return 1
+        return EXIT_UNEXPECTED
     for name, code in ((f"{args.model}.html", True), (f"{args.model}-report.html", False)):
         try:
             render_html(out_nb, partial / name, code=code)
@@ -104,7 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"report: {final}")
     for name in sorted(p.name for p in final.iterdir()):
         print(f"  {name}")
-    return 0
+    return _after_run(final)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -112,7 +345,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .models import build_model
     from .nn.checkpoints import check_md5
 
+    from .config import check_output_folder
+
     r = recipes.get(args.model)
+    if args.weights and not Path(args.weights).is_file():
+        raise ZooinferError(f"--weights: checkpoint file not found: {args.weights} (the published file is "
+                            f"{r.checkpoint_file})")
+    if args.bs is not None and args.bs < 1:
+        raise ZooinferError(f"--bs must be an integer >= 1 (a static batch size), got {args.bs}")
+    if Path(args.out).is_dir():
+        raise ZooinferError(f"--out: {args.out} is a folder, expected the ONNX file to write (e.g. "
+                            f"{Path(args.out) / (args.model + '.onnx')})")
+    check_output_folder(Path(args.out).absolute().parent, "--out")
     md5 = check_md5(args.weights, r.checkpoint_md5) if args.weights else None
     path = export.export_onnx(r, build_model(args.model, args.weights), weights_md5=md5, batch=args.bs,
                               out_path=args.out, force=True)
@@ -127,9 +371,15 @@ def cmd_bins(args: argparse.Namespace) -> int:
     from . import recipes
     from .backends.bins import write_info, write_input
 
+    from .config import check_output_folder
+
     r = recipes.get(args.model)
-    ds = r.open_dataset(args.data_root).subset(args.limit)
     out = Path(args.out)
+    check_output_folder(out, "--out")
+    check_output_folder(out.absolute().parent, "--out (its .info list is written next to it)")
+    if args.limit is not None and args.limit < 1:
+        raise ZooinferError(f"--limit must be an integer >= 1, got {args.limit}")
+    ds = r.open_dataset(args.data_root).subset(args.limit)
     out.mkdir(parents=True, exist_ok=True)
     entries, failed = [], []
     for s in tqdm(ds, desc=f"{r.name} -> {out}", unit="img"):
@@ -154,8 +404,15 @@ def cmd_bins(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zooinfer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="models and their published figures").set_defaults(fn=cmd_list)
-    run = sub.add_parser("run", help="render a model's notebook into outputs/<model>/<run-id>/")
+    ls = sub.add_parser("list", help="models and their published figures; partial folders of interrupted runs")
+    ls.add_argument("--output-root", help="where runs are written (default: the checkout's outputs/)")
+    ls.set_defaults(fn=cmd_list)
+    clean = sub.add_parser("clean", help="list the partial folders of interrupted runs; --yes removes them")
+    clean.add_argument("--output-root", help="where runs are written (default: the checkout's outputs/)")
+    clean.add_argument("--yes", action="store_true", help="remove them (never the folder of a run still running)")
+    clean.set_defaults(fn=cmd_clean)
+    run = sub.add_parser("run", help="render a model's notebook into outputs/<model>/<run-id>/",
+                         epilog=RUN_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("model")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="notebook parameter (YAML value), e.g. -p bs 8 -p weights /data/x.pth "
@@ -180,13 +437,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the terminal as one 'warning: ...' line (no source line of ours)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return args.fn(args)
     except ZooinferError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CLEAR_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

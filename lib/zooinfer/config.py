@@ -7,12 +7,17 @@ changed copy).
 """
 from __future__ import annotations
 
+import difflib
+import math
 import numbers
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ZooinferError
+from .errors import BackendError, CheckpointError, DatasetError, ZooinferError
 
 PRECISIONS = ("fp32", "fp16")
 #: parameters that name a file, folder or address: "", "none" and "None" (what a command line gives) mean None
@@ -41,13 +46,81 @@ def _integer(name: str, value: Any, minimum: int) -> int:
     return number
 
 
+#: the spellings of a flag a command line or YAML file may give (papermill hands ``-p x false`` over as a string)
+FLAG_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
 def _flag(name: str, value: Any) -> bool:
-    """``value`` as a bool (True/False, or 'true'/'false' from a command line), else a ZooinferError."""
+    """``value`` as a bool (True/False, or 'true'/'false'/'yes'/'no' from a command line), else a ZooinferError."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        return FLAG_WORDS[value.strip().lower()]
     raise ZooinferError(f"parameter {name!r} must be true or false, got {value!r}")
+
+
+def batch_sizes_value(value: Any) -> tuple[int, ...]:
+    """``batch_sizes`` as a tuple of ints >= 1: a list/tuple, one int, or their text form as papermill hands it over
+    (``-p batch_sizes "[1, 8]"`` arrives as the string "[1, 8]"; "1,8" and "8" are accepted too)."""
+    expected = ("parameter 'batch_sizes' must be a list of integers >= 1, e.g. [1, 8] (on a command line: "
+                f"-p batch_sizes \"[1, 8]\"), got {value!r}")
+    sizes = value
+    if isinstance(sizes, str):
+        import yaml
+
+        text = sizes.strip()
+        try:
+            sizes = yaml.safe_load(text if text.startswith("[") or "," not in text else f"[{text}]")
+        except yaml.YAMLError:
+            raise ZooinferError(expected) from None
+    if isinstance(sizes, (numbers.Integral, float)) and not isinstance(sizes, bool):
+        sizes = [sizes]
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ZooinferError(expected)
+    try:
+        return tuple(_integer("batch_sizes", b, 1) for b in sizes)
+    except ZooinferError:
+        raise ZooinferError(expected) from None
+
+
+def seconds_value(name: str, value: Any) -> float:
+    """``value`` as a finite number of seconds >= 0 (numbers or their text form), else a ZooinferError."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ZooinferError(f"parameter {name!r} must be a number of seconds >= 0, got {value!r}")
+    return number
+
+
+def close_matches(name: str, valid: Any) -> str:
+    """' (did you mean 'a' or 'b'?)' for the valid names close to ``name``, else ''."""
+    near = difflib.get_close_matches(str(name), sorted(valid), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+
+
+def check_output_folder(path: str | os.PathLike, what: str) -> Path:
+    """Raise a ZooinferError unless ``path`` is a folder this process can create files in, or can be created (its
+    nearest existing parent is a writable folder). ``what`` names the parameter or option (e.g. "output_root").
+    Writes (and removes) one probe file: permission bits alone do not say it for root or read-only mounts."""
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ZooinferError(f"{what}: {target} is a file, expected a folder (or a path where one can be created)")
+    existing = target
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ZooinferError(f"{what}: cannot create {target}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".zooinfer-write-check-"):
+            pass
+    except OSError as e:
+        raise ZooinferError(f"{what}: cannot write into {existing}" + ("" if existing == target else
+                            f" (to create {target})") + f": {e.strerror or e}; choose a writable folder") from None
+    return target
 
 
 @dataclass(frozen=True)
@@ -121,13 +194,15 @@ class RunConfig:
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
-    def from_parameters(cls, params: Mapping[str, Any]) -> "RunConfig":
+    def from_parameters(cls, params: Mapping[str, Any], *, check: bool = True) -> "RunConfig":
         """The configuration of a notebook's parameters (``model`` required).
 
         Keys that are not fields are the model's options (its ``NotebookSpec.extra``, e.g. PyramidBox's ``canvas``);
         ``workers`` is the old name of ``processes`` (accepted with a FutureWarning); anything else is refused with
-        the valid names. Command-line spellings are normalised: "" / "none" -> None for paths and ``limit``, integral
-        strings -> ints, lists -> tuples.
+        the valid names and the close matches. Command-line spellings are normalised: "" / "none" -> None for paths
+        and ``limit``, integral strings -> ints, "true"/"false" -> bools, the text of a list ("[1, 8]", as papermill
+        hands ``-p batch_sizes "[1, 8]"`` over) -> a tuple. ``check``: also :meth:`check_inputs` (paths, backend,
+        output folder) -- before anything slow runs.
         """
         from . import recipes
 
@@ -153,9 +228,63 @@ class RunConfig:
             elif key in option_names:
                 options[key] = value
             else:
-                raise ZooinferError(f"unknown parameter {key!r} for {model}; valid: "
-                                    f"{', '.join(sorted(names | set(option_names)))}")
-        return cls(**_normalise(values), model_options=tuple(sorted(options.items())))
+                valid = names | set(option_names)
+                raise ZooinferError(f"unknown parameter {key!r} for {model}{close_matches(key, valid)}; valid: "
+                                    f"{', '.join(sorted(valid))}")
+        config = cls(**_normalise(values), model_options=tuple(sorted(options.items())))
+        if check:
+            config.check_inputs()
+        return config
+
+    def check_inputs(self) -> None:
+        """Check what the run will read and write before anything slow runs (``from_parameters`` calls it): the
+        checkpoint, dataset and artefact paths exist, the backend's runtime is installed and its artefacts given, an
+        ONNX file with a static batch takes ``bs``, and the output folder can be written. Raises a ZooinferError
+        naming the parameter and what was expected."""
+        from .backends import registry
+
+        r = self.recipe()
+        published = f"the published file is {r.checkpoint_file}" + (f", md5 {r.checkpoint_md5}" if
+                                                                     r.checkpoint_md5 else "")
+        if self.weights is not None and not os.path.isfile(self.weights):
+            raise CheckpointError(f"parameter 'weights': checkpoint file not found: {self.weights} ({published})")
+        if self.weights is not None and os.path.getsize(self.weights) == 0:
+            raise CheckpointError(f"parameter 'weights': {self.weights} is empty (0 bytes); expected the PyTorch "
+                                  f"checkpoint as downloaded ({published}). Was the download interrupted?")
+        if self.data_root is not None and not os.path.isdir(self.data_root):
+            raise DatasetError(f"parameter 'data_root': dataset folder not found: {self.data_root} (a folder in "
+                               f"the dataset's official layout; see README.md, Dataset layouts)")
+        backend = registry.get(self.backend)
+        # only where the session opens on this machine: a Ray cluster's nodes may have what the driver lacks
+        why = backend.unavailable() if self.ray_address is None else None
+        if why:
+            raise BackendError(f"parameter 'backend': {self.backend!r} cannot open on this machine: {why}")
+        if "om_path" in backend.needs:
+            if self.om_path is None:
+                raise backend.missing_error("om_path")
+            if not os.path.isfile(self.om_path):
+                raise BackendError(f"parameter 'om_path': OM file not found: {self.om_path} (convert the ONNX file "
+                                   "with the atc command the report prints)")
+        if backend.reads_stored_results:
+            _check_results_dir(self.backend, self.results_dir)
+        if self.onnx_path is not None:
+            if not os.path.isfile(self.onnx_path):
+                raise BackendError(f"parameter 'onnx_path': ONNX file not found: {self.onnx_path}")
+            from .export import onnx_batch
+
+            fixed = onnx_batch(self.onnx_path)
+            if fixed is not None and fixed != self.bs and "onnx_path" in backend.needs:
+                raise BackendError(f"parameter 'bs': {self.onnx_path} has a static batch size of {fixed}, got "
+                                   f"bs={self.bs}; run with bs={fixed}, or export it again with a dynamic batch "
+                                   "axis (static_batch=false) or for this bs")
+        if self.run_dir is not None:
+            check_output_folder(self.run_dir, "parameter 'run_dir'")
+        else:
+            from .report import default_output_root
+
+            root = self.output_root if self.output_root is not None else default_output_root()
+            check_output_folder(root, "parameter 'output_root'" if self.output_root is not None
+                                else f"the default output folder (set output_root= to write elsewhere)")
 
     # ------------------------------------------------------------------------------------------------ reading
     @property
@@ -208,19 +337,33 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
         out["processes"] = 1 if _none_if_empty(out["processes"]) is None else _integer("processes",
                                                                                        out["processes"], 1)
     if "batch_sizes" in out:
-        sizes = out["batch_sizes"]
-        sizes = [sizes] if isinstance(sizes, (int, str)) else sizes
-        try:
-            out["batch_sizes"] = tuple(_integer("batch_sizes", b, 1) for b in sizes)
-        except TypeError:
-            raise ZooinferError(f"parameter 'batch_sizes' must be a list of integers >= 1, got {sizes!r}") from None
+        out["batch_sizes"] = batch_sizes_value(out["batch_sizes"])
     if "bench_min_time" in out:
-        try:
-            out["bench_min_time"] = float(out["bench_min_time"])
-        except (TypeError, ValueError):
-            raise ZooinferError(f"parameter 'bench_min_time' must be a number of seconds, "
-                                f"got {out['bench_min_time']!r}") from None
+        out["bench_min_time"] = seconds_value("bench_min_time", out["bench_min_time"])
     for key in ("static_batch", "profile_ops", "progress"):
         if key in out:
             out[key] = _flag(key, out[key])
+    for key in ("backend", "precision"):
+        if key in out and not isinstance(out[key], str):
+            raise ZooinferError(f"parameter {key!r} must be a name (text), got {out[key]!r}")
     return out
+
+
+#: result-file suffixes the bins backend reads (ais_bench BIN / TXT, the old benchmark tool's TXT)
+RESULT_SUFFIXES = (".bin", ".txt")
+
+
+def _check_results_dir(backend: str, results_dir: str | None) -> None:
+    """A backend that scores stored results needs ``results_dir``: an existing folder holding result files."""
+    from .backends import registry
+
+    if results_dir is None:
+        raise registry.get(backend).missing_error("results_dir")
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise BackendError(f"parameter 'results_dir': result folder not found: {folder} (the folder ais_bench/"
+                           "benchmark wrote, e.g. ./result/subdir)")
+    if not any(p.suffix in RESULT_SUFFIXES for sub in (folder, *sorted(folder.glob("view*")))
+               if sub.is_dir() for p in sub.iterdir()):
+        raise BackendError(f"parameter 'results_dir': {folder} holds no result files (<key>_<k>.bin or .txt, as "
+                           "ais_bench/benchmark write them)")

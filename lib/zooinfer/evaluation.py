@@ -27,8 +27,8 @@ from . import bench, export, pipeline, report
 from .backends import registry
 from .backends.base import sample_outputs
 from .backends.registry import Artefacts, Backend, OutputLayout, SessionOptions
-from .config import RunConfig
-from .errors import ZooinferError
+from .config import RunConfig, batch_sizes_value, seconds_value
+from .errors import DatasetError, ZooinferError
 from .nn.checkpoints import check_md5
 from .recipes.base import Recipe
 
@@ -66,7 +66,7 @@ class Prepared(_AsMapping):
         """Whether the checkpoint's md5 is the published one (None: nothing to compare)."""
         if self.weights_md5 is None or self.published_md5 is None:
             return None
-        return self.weights_md5 == self.published_md5
+        return self.weights_md5.lower() == self.published_md5.lower()
 
     def as_dict(self) -> dict:
         return {"checkpoint": self.weights or "synthetic", "md5": self.weights_md5,
@@ -194,8 +194,8 @@ class Evaluation:
             md5 = check_md5(weights, r.checkpoint_md5)
         from .distributed import build_network
 
+        dataset = r.open_dataset(self.config.data_root)  # first: a layout error needs no network built
         model = build_network(r, weights)
-        dataset = r.open_dataset(self.config.data_root)
         prepared = Prepared(model=model, dataset=dataset, weights=weights, weights_md5=md5,
                             published_md5=r.checkpoint_md5, images=len(dataset.subset(self.config.limit)))
         self.steps = replace(self.steps, prepared=prepared)
@@ -251,7 +251,10 @@ class Evaluation:
         """One sample's output shapes and views, from the torch model on the dataset's first sample (what a reader
         of result files cuts the files into)."""
         prepared = self._prepared("evaluate")
-        views, _ = self.recipe.preprocess(next(iter(prepared.dataset)).path)
+        first = next((s for s in prepared.dataset if not s.info.get("missing")), None)
+        if first is None:
+            raise DatasetError(f"no image of {prepared.dataset.describe()} is on disk")
+        views, _ = self.recipe.preprocess(first.path)
         outs = registry.get("torch").open(Artefacts(model=prepared.model)).run(views[0][None])
         return OutputLayout(tuple(o.shape for o in sample_outputs(outs, 1, 0)), views=len(views))
 
@@ -287,15 +290,26 @@ class Evaluation:
             onnx = self._onnx_file() if "onnx_path" in registry.get(cfg.backend).needs else None
             result = evaluate_distributed(cfg, self.recipe, prepared.dataset, onnx_path=onnx)
             self.steps = replace(self.steps, run=result, session_info=None)
-            return result
+            return self._check_skipped(result)
         if self.session is None:
             self.session = self.session_for()
         result = pipeline.run(self.recipe, prepared.dataset, self.session, bs=cfg.bs, prep_threads=cfg.prep_threads,
                               limit=cfg.limit, progress=cfg.progress, keep=cfg.keep)
         self.steps = replace(self.steps, run=result, session_info=_session_info(self.session))
-        if result.skipped:
-            warnings.warn(f"{len(result.skipped)} images skipped (unreadable); first: "
-                          f"{result.skipped[0][1]}: {result.skipped[0][2]}", stacklevel=2)
+        return self._check_skipped(result)
+
+    def _check_skipped(self, result: pipeline.RunResult) -> pipeline.RunResult:
+        """A run that evaluated nothing is an error; skipped images are said (warning + a bold line in the report,
+        ``report.SKIP_THRESHOLD`` and more: the accuracy does not describe the dataset)."""
+        if result.n_samples and result.n_done == 0:
+            key, path, reason = result.skipped[0] if result.skipped else ("", "", "")
+            raise ZooinferError(f"nothing was evaluated: all {result.n_samples} images were skipped (first: {path}: "
+                                f"{reason})" + (f"; check results_dir={self.config.results_dir}" if
+                                                registry.get(self.config.backend).reads_stored_results else ""))
+        line = report.skipped_summary(result.skipped, result.n_samples)
+        if line:
+            warnings.warn(line, stacklevel=3)
+            report.show(f"**{line}** (the full list: `metrics.json` `skipped`)")
         return result
 
     def accuracy(self) -> list[dict]:
@@ -310,8 +324,9 @@ class Evaluation:
         ``batch_sizes`` (default: the configuration's), ``min_time`` seconds each (default: ``bench_min_time``).
         Backends that read stored results (``bins``) compute nothing and are left out."""
         self._prepared("benchmark")
-        sizes = tuple(batch_sizes) if batch_sizes is not None else self.config.batch_sizes
-        seconds = self.config.bench_min_time if min_time is None else min_time
+        # the notebook passes its raw parameters: papermill hands "-p batch_sizes [1]" over as text
+        sizes = batch_sizes_value(batch_sizes) if batch_sizes is not None else self.config.batch_sizes
+        seconds = self.config.bench_min_time if min_time is None else seconds_value("min_time", min_time)
         wanted = list(backends) if backends is not None else list(dict.fromkeys([self.config.backend, "torch"]))
         samples = self.parity_inputs(4)
         rows: list[dict] = []

@@ -101,6 +101,20 @@ def describe_onnx(path: str | os.PathLike) -> dict:
     }
 
 
+def onnx_batch(path: str | os.PathLike) -> int | None:
+    """The fixed batch size of an ONNX file's first input, or None when its batch axis is dynamic."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which file
+        raise ZooinferError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    if not m.graph.input or not m.graph.input[0].type.tensor_type.shape.dim:
+        return None
+    first = m.graph.input[0].type.tensor_type.shape.dim[0]
+    return None if first.dim_param or first.dim_value <= 0 else int(first.dim_value)
+
+
 def _errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     scale = np.abs(b.astype(np.float64))

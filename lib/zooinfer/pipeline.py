@@ -18,9 +18,9 @@ import importlib.util
 import os
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -95,10 +95,58 @@ class RunResult:
         return rows
 
 
-def default_prep_threads() -> int:
-    """Preprocessing threads: a quarter of the CPUs (at least 1, at most 8), leaving the rest to inference."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def backend_resource(session: Any) -> str:
+    """The resource (cpu, gpu, npu) the registry declares for ``session``'s backend; "cpu" for a session the
+    registry does not know (test doubles, wrappers)."""
+    from .backends import registry
+
+    spec = registry.REGISTRY.get(getattr(session, "name", None))
+    return spec.resource if spec is not None else "cpu"
+
+
+def default_prep_threads(resource: str = "cpu", cpus: int | None = None) -> int:
+    """Preprocessing workers for a backend occupying ``resource`` on ``cpus`` CPUs (None: :func:`available_cpus`).
+
+    cpu: a quarter of the CPUs (at least 1, at most 8), leaving the rest to inference; gpu / npu: inference does not
+    use the cores, so all of them but one (the thread that batches and feeds the device), at least 1."""
+    n = available_cpus() if cpus is None else cpus
+    if resource in ("gpu", "npu"):
+        return max(1, n - 1)
     return max(1, min(8, n // 4))
+
+
+# ------------------------------------------------------------------ opt-in process-based preprocessing (prep_processes)
+_WORKER_RECIPE: Recipe | None = None  # the recipe a preprocessing process works for (set by its initializer)
+
+
+def _init_prep_process(recipe: Recipe) -> None:
+    global _WORKER_RECIPE
+    _WORKER_RECIPE = recipe
+
+
+def _load_in_process(sample: Sample):
+    """:func:`_load` in a preprocessing process, with the recipe its initializer received."""
+    return _load(_WORKER_RECIPE, sample)
+
+
+def _prep_pool(recipe: Recipe, threads: int, processes: int | None) -> tuple[Executor, Callable[[Sample], Future]]:
+    """The preprocessing pool and ``submit(sample) -> Future`` of :func:`_load`'s tuple: ``threads`` threads, or
+    with ``processes`` that many worker processes. Processes are forked where the OS can (the recipe is inherited,
+    not pickled: a recipe holding closures works), else spawned (the recipe must pickle). Views come back pickled
+    through a pipe: one extra copy of each view (PyramidBox: 2 x 12 MB per image)."""
+    if not processes:
+        pool: Executor = ThreadPoolExecutor(threads, thread_name_prefix="zooinfer-pre")
+        return pool, lambda sample: pool.submit(_load, recipe, sample)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    procs = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_prep_process, initargs=(recipe,))
+    return procs, lambda sample: procs.submit(_load_in_process, sample)
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
@@ -124,6 +172,8 @@ def reads_stored_results(session: Any) -> bool:
 
 def _load(recipe: Recipe, sample: Sample) -> tuple[Sample, Any, dict | None, str | None, float, float]:
     """Read the file (timed separately: pulls it into the page cache) then preprocess it. Never raises."""
+    if sample.info.get("missing"):  # named by the ground truth, absent on disk: skipped with the dataset's reason
+        return sample, None, None, str(sample.info["missing"]), 0.0, 0.0
     t0 = time.perf_counter()
     try:
         with open(sample.path, "rb") as f:
@@ -246,22 +296,26 @@ def _score(recipe: Recipe, data: ImageDataset, session: Any, feed, *, bs: int, a
 
 def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None,
                   prep_threads: int | None = None, limit: int | None = None, progress: bool = True, keep: int = 0,
-                  prefetch: int | None = None) -> RunResult:
+                  prefetch: int | None = None, prep_processes: int | None = None) -> RunResult:
     """Evaluate ``dataset`` (first ``limit`` samples) through the backend ``session`` (``run(batch)``).
 
     ``bs`` counts views (a two-view sample occupies two rows). With a static-batch session ``bs`` must equal its
     batch size; the last partial batch is zero-padded and the padding dropped. ``prep_threads`` read and preprocess
-    (None: :func:`default_prep_threads`), at most ``prefetch`` samples ahead (None: max(2 bs, 4 threads)).
+    (None: :func:`default_prep_threads` for the session's resource in the backend registry), at most ``prefetch``
+    samples ahead (None: max(2 bs, 4 workers)). ``prep_processes`` (opt-in, e.g. where threads stop scaling on the
+    GIL) preprocesses in that many worker processes instead of threads: same order, same results.
     """
-    from .errors import BackendError
+    from .errors import BackendError, ZooinferError
 
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise ZooinferError(f"bs must be an integer >= 1, got {bs!r}")
     data = dataset.subset(limit)
     fixed = static_batch(session)
     if fixed is not None and bs != fixed:
         raise BackendError(f"{session.name}: the model has a static batch size of {fixed}; run with bs={fixed} "
                            f"(got bs={bs}) or export/convert the model again for bs={bs}")
-    n_threads = prep_threads or default_prep_threads()
-    window = prefetch or max(2 * bs, 4 * n_threads)
+    n_threads = prep_threads or default_prep_threads(backend_resource(session))
+    window = prefetch or max(2 * bs, 4 * (prep_processes or n_threads))
 
     def feed(scoring: _Scoring) -> None:
         timer = scoring.timer
@@ -281,20 +335,21 @@ def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1
                     sample, meta, n_views, per_view = entry
                     scoring.submit(sample, per_view[0] if n_views == 1 else per_view, meta)
 
-        with ThreadPoolExecutor(n_threads, thread_name_prefix="zooinfer-pre") as pre_pool:
+        pre_pool, submit = _prep_pool(recipe, n_threads, prep_processes)
+        with pre_pool:
             it = iter(data)
             inflight: deque[Future] = deque()
             for _ in range(window):
                 nxt = next(it, None)
                 if nxt is None:
                     break
-                inflight.append(pre_pool.submit(_load, recipe, nxt))
+                inflight.append(submit(nxt))
             slot_id = 0
             while inflight:
                 sample, views, meta, err, t_read, t_pre = inflight.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
-                    inflight.append(pre_pool.submit(_load, recipe, nxt))
+                    inflight.append(submit(nxt))
                 timer.add("read", t_read)
                 if err is not None:
                     scoring.skip(sample, err)
@@ -324,6 +379,9 @@ def score_stored(recipe: Recipe, dataset: ImageDataset, reader, *, bs: int = 1, 
 
     def feed(scoring: _Scoring) -> None:
         for sample in data:
+            if sample.info.get("missing"):
+                scoring.skip(sample, str(sample.info["missing"]))
+                continue
             t0 = time.perf_counter()
             try:
                 outputs = reader.read(sample.key)
@@ -341,7 +399,7 @@ def score_stored(recipe: Recipe, dataset: ImageDataset, reader, *, bs: int = 1, 
 
 def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None,
         prep_threads: int | None = None, limit: int | None = None, progress: bool = True, keep: int = 0,
-        prefetch: int | None = None) -> RunResult:
+        prefetch: int | None = None, prep_processes: int | None = None) -> RunResult:
     """Evaluate ``dataset`` (first ``limit`` samples) and return metrics, timings, skips.
 
     ``session`` is a backend session (``run(batch)``: :func:`run_inference`) or a reader of stored results
@@ -351,4 +409,4 @@ def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumula
         return score_stored(recipe, dataset, session, bs=bs, accumulator=accumulator, limit=limit,
                             progress=progress, keep=keep)
     return run_inference(recipe, dataset, session, bs=bs, accumulator=accumulator, prep_threads=prep_threads,
-                         limit=limit, progress=progress, keep=keep, prefetch=prefetch)
+                         limit=limit, progress=progress, keep=keep, prefetch=prefetch, prep_processes=prep_processes)

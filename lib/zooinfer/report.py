@@ -28,6 +28,25 @@ PACKAGES = ("zooinfer", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "nump
             "opencv-python", "pillow", "pycocotools", "scipy", "papermill", "ray", "aclruntime", "ais_bench")
 
 
+#: a run that skipped more than this share of its images says so in its first lines (metrics.json
+#: ``skipped.too_many``, the accuracy section) and ``zooinfer run`` exits with :data:`EXIT_TOO_MANY_SKIPPED`
+SKIP_THRESHOLD = 0.05
+EXIT_TOO_MANY_SKIPPED = 3
+
+
+def skipped_summary(skipped: list, total: int) -> str | None:
+    """One line on the images a run skipped (unreadable, or named by the ground truth and missing on disk), or
+    None when none was."""
+    if not skipped:
+        return None
+    share = len(skipped) / total if total else 1.0
+    key, path, reason = skipped[0]
+    line = (f"{len(skipped)} of {total} images skipped ({100 * share:.1f}%), not evaluated; first: {path}: {reason}")
+    if share > SKIP_THRESHOLD:
+        line += f". More than {100 * SKIP_THRESHOLD:.0f}% of the images: the accuracy does not describe the dataset"
+    return line
+
+
 def default_output_root() -> Path:
     """``$ZOOINFER_OUTPUTS``, else the checkout's ``outputs/`` (when installed from a checkout), else ``./outputs``."""
     if os.environ.get("ZOOINFER_OUTPUTS"):
@@ -209,6 +228,17 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     r = recipe
     res = steps.run
     prepared = steps.prepared
+    skipped = None
+    if res:
+        share = len(res.skipped) / res.n_samples if res.n_samples else 0.0
+        skipped = {"count": len(res.skipped), "of": res.n_samples, "share": round(share, 4),
+                   "too_many": share > SKIP_THRESHOLD, "threshold": SKIP_THRESHOLD,
+                   "summary": skipped_summary(res.skipped, res.n_samples),
+                   "images": [{"key": k, "path": p, "reason": why_} for k, p, why_ in res.skipped]}
+        if skipped["too_many"]:
+            ok = False
+            why = "; ".join(filter(None, [why, skipped["summary"]]))
+    md5_matches = prepared.md5_matches if prepared is not None else None
     dataset = prepared.dataset if prepared is not None else None
     bench_rows = list(steps.benchmark)
     session = steps.session_info or {}
@@ -216,6 +246,8 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     return {
         "model": r.name, "task": r.task,
         "accuracy_meaningful": ok, "not_meaningful_because": why or None,
+        "skipped": skipped,
+        "md5_matches": md5_matches,
         "accuracy": res.metrics if res else None,
         "published": {"reference": r.published.accuracy, "source": r.published.source,
                       "other": [{"source": s, **v} for s, v in r.published.other]},
@@ -227,12 +259,11 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
         "stage_timings": res.stage_table() if res else None,
         "end_to_end": {"images_per_s": res.throughput, "wall_s": res.wall_s, "bs": res.batch_size} if res else None,
         "shards": res.shards if res else None,
-        "skipped": {"count": len(res.skipped), "images": [{"key": k, "path": p, "reason": why_}
-                                                           for k, p, why_ in res.skipped]} if res else None,
         "onnx": steps.exported.as_dict() if steps.exported is not None else {},
         "checkpoint": {"file": config.weights or "synthetic",
                        "md5": prepared.weights_md5 if prepared is not None else None,
-                       "published_file": r.checkpoint_file, "published_md5": r.checkpoint_md5},
+                       "published_file": r.checkpoint_file, "published_md5": r.checkpoint_md5,
+                       "md5_matches": md5_matches},
         "dataset": {"root": str(dataset.root) if dataset else None, "embedded": config.embedded,
                     "images": res.n_samples if res else None, "evaluated": res.n_done if res else None,
                     "limit": config.limit,

@@ -98,3 +98,26 @@ def test_embedded_sample_is_in_the_real_layout():
             assert min(w, h) == 256  # the "already 256" branch
     assert {"L", "RGB", "RGBA"} <= modes
     assert all(0 <= s.target < 1000 for s in ds)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 18
+def test_9_images_named_in_the_label_file_but_missing_on_disk_are_kept_as_missing(tmp_path):
+    import shutil
+
+    root = tmp_path / "imagenet"
+    shutil.copytree(imagenet_sample_root(), root)
+    with open(root / "val_label.txt", "a") as f:
+        f.write("ILSVRC2012_val_00050000.JPEG 7\n")
+    ds = open_imagenet(root)
+    assert len(ds) == len(open_imagenet(imagenet_sample_root())) + 1  # the user's count, not one fewer
+    [missing] = ds.missing
+    assert missing.key == "ILSVRC2012_val_00050000" and missing.path == str(root / "val" / "ILSVRC2012_val_00050000.JPEG")
+    assert "not found: named in" in missing.info["missing"] and "val_label.txt" in missing.info["missing"]
+
+
+def test_10_a_subset_of_zero_or_fewer_samples_is_refused():
+    ds = open_imagenet(imagenet_sample_root())
+    for bad in (0, -1):
+        with pytest.raises(DatasetError, match=f"limit must be None .* or an integer >= 1, got {bad}"):
+            ds.subset(bad)
+    assert len(ds.subset(2)) == 2 and ds.subset(None) is ds

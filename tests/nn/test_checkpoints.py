@@ -147,3 +147,29 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
     with pytest.raises(CheckpointError, match=r"refusing to load global '(builtins|__builtin__)\.exec'"):
         read_checkpoint(path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- issue 18
+def test_1_an_empty_file_is_a_clear_error_naming_it(tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.pth: the file is empty \(0 bytes\); expected a PyTorch"):
+        read_checkpoint(empty)
+
+
+def test_1_a_truncated_file_is_a_clear_error_even_when_torch_says_nothing(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x80")  # a pickle protocol byte and nothing else
+    with pytest.raises(CheckpointError, match="bad.pth: not a readable PyTorch checkpoint"):
+        read_checkpoint(bad)
+
+
+def test_2_a_whole_module_pickle_holding_a_str_where_a_tensor_belongs(tmp_path):
+    """Only allow-listed classes (torch.nn.Conv2d), but a str in its _parameters: refused naming the entry."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    conv._parameters["weight"] = "not a tensor"  # bypasses Module.__setattr__'s type check, as a crafted file can
+    path = tmp_path / "module.pt"
+    torch.save(conv, path)
+    with pytest.raises(CheckpointError, match=r"module.pt: entry 'weight' holds a str \('not a tensor'\), "
+                                              "expected a tensor"):
+        read_checkpoint(path)

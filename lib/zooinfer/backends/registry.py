@@ -99,6 +99,8 @@ class Backend:
     resource: str
     opener: Callable[[Artefacts, SessionOptions], Any]
     summary: str
+    #: a cheap check that the runtime can open here: None when it can, else why not (None: nothing to check)
+    probe: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         known = {f.name for f in fields(Artefacts)}
@@ -111,6 +113,11 @@ class Backend:
         """True when the backend computes nothing: it reads outputs an external tool wrote (nothing to time or to
         spread over processes)."""
         return "results_dir" in self.needs
+
+    def unavailable(self) -> str | None:
+        """Why this backend's runtime cannot open on this machine (a missing package, provider or device), or None;
+        checked when a run's configuration is built, before anything slow runs."""
+        return self.probe() if self.probe is not None else None
 
     def missing_error(self, need: str) -> BackendError:
         """The error for an artefact this backend needs and did not get."""
@@ -156,22 +163,67 @@ def _acl(a: Artefacts, o: SessionOptions):
     return AclSession(a.om_path, o.device_id)
 
 
+def _ort_provider(backend: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        from .onnxruntime import PROVIDERS
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed"
+        available = ort.get_available_providers()
+        if PROVIDERS[backend][0] not in available:
+            return (f"it needs {PROVIDERS[backend][0]}, but this onnxruntime build offers only {available}; install "
+                    "onnxruntime-gpu (matching your CUDA/TensorRT), or use backend='onnxruntime'")
+        return None
+
+    return probe
+
+
+def _torch_cuda_probe() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "it needs a CUDA build of PyTorch and a GPU (torch.cuda.is_available() is False); use backend='torch'"
+    return None
+
+
+def _acl_probe() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("ais_bench") is None:
+        from .acl import INSTALL_HINT
+
+        return "ais_bench is not installed. " + INSTALL_HINT
+    return None
+
+
 def _bins(a: Artefacts, o: SessionOptions):
     from .bins import OutputReader
 
     return OutputReader(a.results_dir, list(a.output_layout.shapes), views=a.output_layout.views)
 
 
+def _null(a: Artefacts, o: SessionOptions):
+    from .null import NullSession
+
+    return NullSession(a.model, input_shape=o.input_shape)
+
+
 REGISTRY: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", ("onnx_path",), "cpu", _ort("onnxruntime"), "ONNX Runtime, CPU execution provider"),
-    Backend("ort-cuda", ("onnx_path",), "gpu", _ort("ort-cuda"), "ONNX Runtime, CUDA execution provider"),
+    Backend("ort-cuda", ("onnx_path",), "gpu", _ort("ort-cuda"), "ONNX Runtime, CUDA execution provider",
+            _ort_provider("ort-cuda")),
     Backend("ort-tensorrt", ("onnx_path",), "gpu", _ort("ort-tensorrt"),
-            "ONNX Runtime, TensorRT execution provider (precision fp16 possible)"),
+            "ONNX Runtime, TensorRT execution provider (precision fp16 possible)", _ort_provider("ort-tensorrt")),
     Backend("torch", ("model",), "cpu", _torch(False), "PyTorch eager on the CPU (the parity reference)"),
-    Backend("torch-cuda", ("model",), "gpu", _torch(True), "PyTorch eager on a CUDA GPU"),
-    Backend("acl", ("om_path",), "npu", _acl, "an Ascend .om file through ais_bench/aclruntime"),
+    Backend("torch-cuda", ("model",), "gpu", _torch(True), "PyTorch eager on a CUDA GPU", _torch_cuda_probe),
+    Backend("acl", ("om_path",), "npu", _acl, "an Ascend .om file through ais_bench/aclruntime", _acl_probe),
     Backend("bins", ("results_dir", "output_layout"), "cpu", _bins,
             "result files an external tool (ais_bench, benchmark) wrote, scored without inference"),
+    Backend("null", ("model",), "cpu", _null,
+            "zero outputs of the model's shapes, no compute (the torch model only gives the shapes): the pipeline's "
+            "ceiling"),
 )}
 
 
@@ -185,7 +237,11 @@ def get(name: str) -> Backend:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(REGISTRY)}") from None
+        import difflib
+
+        near = difflib.get_close_matches(str(name), list(REGISTRY), n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
+        raise BackendError(f"unknown backend {name!r}{hint}; choose one of {', '.join(REGISTRY)}") from None
 
 
 def open_for(config: "RunConfig", artefacts: Artefacts, backend: str | None = None,

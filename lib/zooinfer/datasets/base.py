@@ -41,8 +41,16 @@ class ImageDataset:
     def __getitem__(self, i: int) -> Sample:
         return self.samples[i]
 
+    @property
+    def missing(self) -> list[Sample]:
+        """Samples the ground truth names but whose image file is not on disk (``info["missing"]`` says why); the
+        pipeline skips, counts and names them with the unreadable images."""
+        return [s for s in self.samples if s.info.get("missing")]
+
     def subset(self, limit: int | None) -> "ImageDataset":
-        """The first ``limit`` samples (all when ``limit`` is None or not smaller)."""
+        """The first ``limit`` samples (all when ``limit`` is None or not smaller); ``limit`` must be >= 1."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise DatasetError(f"limit must be None (all samples) or an integer >= 1, got {limit!r}")
         if limit is None or limit >= len(self.samples):
             return self
         return replace(self, samples=self.samples[: int(limit)])

@@ -44,6 +44,16 @@ def read_labels(path: Path) -> dict[str, int]:
     return labels
 
 
+def _label_names(path: Path) -> dict[str, str]:
+    """``val_label.txt`` -> {stem: file name as written}."""
+    names = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            name = line.split(" ")[0]
+            names[stem(name)] = name
+    return names
+
+
 def open_imagenet(data_root: str | Path) -> ImageDataset:
     """Read the val folder and labels; images without a label are an error (the guide would KeyError on them)."""
     root = Path(data_root)
@@ -59,6 +69,13 @@ def open_imagenet(data_root: str | Path) -> ImageDataset:
         raise DatasetError(f"{len(unlabeled)} images in {val} have no line in {root / 'val_label.txt'} "
                            f"(first: {', '.join(unlabeled[:3])})")
     samples = [Sample(stem(p.name), str(p), labels[stem(p.name)]) for p in files]
+    # lines of the label file naming an image that is not on disk: kept as samples the pipeline skips, counts and
+    # names (a user evaluating "50,000" images must not get 49,999 silently)
+    on_disk = {s.key for s in samples}
+    names = _label_names(root / "val_label.txt")
+    samples += [Sample(key, str(val / names.get(key, key)), label,
+                       {"missing": f"not found: named in {root / 'val_label.txt'} but not under {val}"})
+                for key, label in labels.items() if key not in on_disk]
     samples.sort(key=lambda s: s.key)
     return ImageDataset("imagenet-val", root, samples, embedded=False)
 

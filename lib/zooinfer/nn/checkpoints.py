@@ -221,6 +221,9 @@ def read_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}" + ("" if path.parent.is_dir() else
                               f" (the folder {path.parent} does not exist either)"))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes); expected a PyTorch checkpoint (a state dict or "
+                              "a pickled module, as downloaded). Was the download interrupted?")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
@@ -237,13 +240,29 @@ def read_checkpoint(
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(
                 f"{path}: not a readable PyTorch checkpoint ({type(weights_only_error).__name__}: "
-                f"{str(weights_only_error).splitlines()[0][:200]}; restricted load: {type(e).__name__}: "
-                f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+                f"{_first_line(weights_only_error)}; restricted load: {type(e).__name__}: {_first_line(e)})"
             ) from None
     if inspect is not None:
         inspect(obj)
     sd = _strip_common_prefix(_extract_state_dict(obj, path), strip_prefixes)
+    wrong = [(k, v) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if wrong:
+        k, v = wrong[0]
+        raise CheckpointError(f"{path}: entry {k!r} holds a {type(v).__name__} ({_short(v)}), expected a tensor"
+                              + (f" ({len(wrong)} such entries)" if len(wrong) > 1 else "")
+                              + "; the file is damaged or not this model's checkpoint")
     return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in sd.items())
+
+
+def _first_line(e: BaseException, width: int = 200) -> str:
+    """The first line of an exception's message (an empty message gives ''), cut to ``width`` characters."""
+    lines = str(e).splitlines()
+    return lines[0][:width] if lines else ""
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def _preview(names: list[str], n: int = 5) -> str:

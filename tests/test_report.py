@@ -112,7 +112,7 @@ def _steps(skipped: int, total: int = 20, md5: str | None = None):
 def test_9_skipped_images_are_in_the_first_lines_of_metrics_json():
     r = recipes.get("dpn131")
     doc = report.metrics_document(RunConfig(model="dpn131"), r, _steps(1), environment_info={})
-    assert list(doc)[:5] == ["model", "task", "accuracy_meaningful", "not_meaningful_because", "skipped"]
+    assert list(doc)[:6] == ["model", "task", "accuracy_meaningful", "not_meaningful_because", "verdict", "skipped"]
     assert doc["skipped"]["count"] == 1 and doc["skipped"]["of"] == 20 and not doc["skipped"]["too_many"]
     assert doc["skipped"]["images"][0] == {"key": "k0", "path": "/d/val/k0.JPEG",
                                            "reason": "not found: named in val_label.txt"}

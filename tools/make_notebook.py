@@ -50,6 +50,10 @@ PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("output_root", None, "parent of outputs/<model>/<run-id>/ (None: outputs/ of this checkout)"),
     ("run_dir", None, "the run folder to write into (zooinfer run sets it); None: a new one under output_root"),
     ("progress", True, "progress bar while evaluating (a live widget in JupyterLab when ipywidgets is installed)"),
+    ("compare", [], "variants beside the reference, e.g. [\"onnxruntime-fp16\", \"onnxruntime-int8\"]; [] skips"),
+    ("calibration", 8, "INT8 calibration images (the first N of the dataset)"),
+    ("scenarios", [], "MLPerf LoadGen scenarios, e.g. [\"SingleStream\", \"Offline\", \"Server\"]; [] skips"),
+    ("latency_bound_ms", None, "the Server scenario's p99 bound in ms (None: 3x the SingleStream p90)"),
 )
 #: the model options go after this parameter
 OPTIONS_AFTER = "limit"
@@ -87,6 +91,7 @@ print("batch invariance (max abs, batch vs one at a time):", onnx_info["batch_in
 
 EVALUATE = """result = ev.evaluate()
 report.show(ev.accuracy(), "Accuracy vs published")
+ev.verdict()
 report.show(result.stage_table(), "Stage timings (summed per stage; stages overlap in wall time)")
 if result.skipped:
     report.show([{"key": k, "path": p, "reason": r} for k, p, r in result.skipped], "Skipped images")"""
@@ -97,16 +102,26 @@ RESULTS_TITLES = {"classification": "Predictions", "detection": "Detections", "f
 
 RESULTS = """viz.show_results(ev, result);"""
 
-BENCH = """rows = ev.benchmark(batch_sizes, min_time=bench_min_time)
+BENCH = """rows = ev.benchmark()  # ev.config.batch_sizes, ev.config.bench_min_time
 report.show(rows, "Pure inference per batch size", ["backend", "bs", "throughput", "latency_ms_p50",
                                                      "latency_ms_p90", "latency_ms_p99", "cv", "unstable"])
-print(f"best batch size for {backend} on this machine: {ev.best_batch()} (of {sorted(set(r['bs'] for r in rows))})")
+print(f"best batch size for {ev.config.backend} on this machine: {ev.best_batch()} (of {sorted(set(r['bs'] for r in rows))})")
 report.show([{"ratio": k, "value": round(v, 3)} for k, v in ev.ratios().items()], "Ratios")
-if profile_ops:
-    report.show(ev.profile(), f"ONNX Runtime per-operator profile, bs {bs} (top operators by time)")
+if ev.config.profile_ops:
+    report.show(ev.profile(), f"ONNX Runtime per-operator profile, bs {ev.config.bs} (top operators by time)")
 report.show([{"hardware": p.hardware, "source": p.source, **{f"bs{b}": f for b, f in p.fps.items()}}
              for p in ev.recipe.published.performance], "Published throughput (images/s)")
 report.plot_throughput(rows, title=f"{model}: this machine vs published", published=ev.recipe.published.performance);"""
+
+PRECISION = """if ev.config.compare:  # the variants run on the same samples as the evaluation
+    ev.backends_and_precision();
+else:
+    print("skipped: no variants given (e.g. -p compare '[onnxruntime-fp16, onnxruntime-int8]')")"""
+
+LOAD = """if ev.config.scenarios:  # LoadGen's durations are short on the embedded sample
+    ev.under_load();
+else:
+    print("skipped: no LoadGen scenarios given (e.g. -p scenarios '[SingleStream, Offline, Server]')")"""
 
 ASCEND = """report.show("\\n".join(f"- {k}: `{v}`" for k, v in ev.ascend_commands().items()), "Ascend NPU path")"""
 
@@ -122,6 +137,8 @@ SECTIONS = (
     ("accuracy", "## Accuracy", EVALUATE),
     ("results", None, RESULTS),
     ("speed", "## Speed", BENCH),
+    ("precision", "## Backends and precision", PRECISION),
+    ("load", "## Under load", LOAD),
     ("ascend", "## Ascend", ASCEND),
     ("report", "## Report", FINISH),
 )

@@ -83,6 +83,26 @@ def batch_sizes_value(value: Any) -> tuple[int, ...]:
         raise ZooinferError(expected) from None
 
 
+def names_value(name: str, value: Any) -> tuple[str, ...]:
+    """A list of names (variants, scenarios) as a tuple of strings: a list/tuple, one name, or their text form as
+    papermill hands it over ("[onnxruntime-int8, torch]", "onnxruntime-int8,torch"); None / "" -> ()."""
+    value = _none_if_empty(value)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        import yaml
+
+        text = value.strip()
+        try:
+            value = yaml.safe_load(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        except yaml.YAMLError:
+            raise ZooinferError(f"parameter {name!r} must be a list of names, e.g. [a, b] (on a command line: "
+                                f"-p {name} \"[a, b]\"), got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ZooinferError(f"parameter {name!r} must be a list of names, got {value!r}")
+    return tuple(value)
+
+
 def seconds_value(name: str, value: Any) -> float:
     """``value`` as a finite number of seconds >= 0 (numbers or their text form), else a ZooinferError."""
     try:
@@ -168,6 +188,15 @@ class RunConfig:
     progress: bool = True
     #: predictions kept for the plots (the first N samples)
     keep: int = 4
+    #: "Backends and precision": variants run beside the reference on the same samples (e.g. ("onnxruntime-fp16",
+    #: "onnxruntime-int8"), or "bins:<folder>"); () skips the section
+    compare: tuple[str, ...] = ()
+    #: INT8 calibration images (the first N of the dataset; named in the report)
+    calibration: int = 8
+    #: "Under load": MLPerf LoadGen scenarios (SingleStream, Offline, Server); () skips the section
+    scenarios: tuple[str, ...] = ()
+    #: the Server scenario's p99 latency bound in ms (None: 3x the SingleStream p90)
+    latency_bound_ms: float | None = None
     #: model options selecting a variant of its recipe, as sorted (name, value) pairs (e.g. (("canvas", 256),))
     model_options: tuple[tuple[str, Any], ...] = ()
 
@@ -188,6 +217,14 @@ class RunConfig:
                 any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes):
             raise ZooinferError(f"parameter 'batch_sizes' must be a non-empty tuple of integers >= 1, "
                                 f"got {self.batch_sizes!r}")
+        if self.compare or self.scenarios:  # names checked now, not after the evaluation
+            from .loadgen import scenario_name
+            from .variants import parse_name
+
+            for name in self.compare:
+                parse_name(name)
+            for name in self.scenarios:
+                scenario_name(name)
         if backend.reads_stored_results and self.distributed:
             raise ZooinferError(f"backend={self.backend!r} reads results an external tool already computed: there "
                                 "is nothing to spread over processes; run it with processes=1 and no ray_address")
@@ -338,6 +375,14 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
                                                                                        out["processes"], 1)
     if "batch_sizes" in out:
         out["batch_sizes"] = batch_sizes_value(out["batch_sizes"])
+    for key in ("compare", "scenarios"):
+        if key in out:
+            out[key] = names_value(key, out[key])
+    if out.get("calibration") is not None:
+        out["calibration"] = _integer("calibration", out["calibration"], 1)
+    if "latency_bound_ms" in out:
+        bound = _none_if_empty(out["latency_bound_ms"])
+        out["latency_bound_ms"] = None if bound is None else seconds_value("latency_bound_ms", bound)
     if "bench_min_time" in out:
         out["bench_min_time"] = seconds_value("bench_min_time", out["bench_min_time"])
     for key in ("static_batch", "profile_ops", "progress"):

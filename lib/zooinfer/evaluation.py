@@ -15,6 +15,7 @@ opened through the backend registry (``zooinfer.backends.registry``), which says
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -105,6 +106,8 @@ class StepResults:
     benchmark: tuple[dict, ...] = ()
     #: ONNX Runtime per-operator rows (``profile()``)
     profile: tuple[dict, ...] = ()
+    #: optional report sections as (metrics.json key, document): "backends_and_precision", "under_load"
+    sections: tuple[tuple[str, dict], ...] = ()
 
 
 def _session_info(session: Any) -> dict:
@@ -168,7 +171,7 @@ class Evaluation:
 
     def meaningful(self) -> tuple[bool, str]:
         """Whether the accuracy can be compared with the published figures, and why not."""
-        return report.meaningful(self.config)
+        return report.meaningful(self.config, self.recipe)
 
     def banner(self) -> str:
         """The report's first lines: what this run is and whether its accuracy means anything (shown and returned)."""
@@ -312,6 +315,53 @@ class Evaluation:
             report.show(f"**{line}** (the full list: `metrics.json` `skipped`)")
         return result
 
+    def verdict(self, show: bool = True) -> dict:
+        """PASS / FAIL against the published reference by the recipe's acceptance rule, or no verdict and why
+        (synthetic weights, the embedded sample, a limit, another canvas, too many skipped images)."""
+        from . import verdict
+
+        if self.steps.run is None:
+            raise ZooinferError("call evaluate() first")
+        doc = report.metrics_document(self.config, self.recipe, self.steps, environment_info={})["verdict"]
+        if show:
+            report.show(verdict.summary_line(doc))
+        return doc
+
+    def add_section(self, name: str, document: dict) -> None:
+        """Put an optional section's ``document`` into metrics.json under ``name`` (replacing an earlier one)."""
+        kept = tuple((k, v) for k, v in self.steps.sections if k != name)
+        self.steps = replace(self.steps, sections=kept + ((name, document),))
+
+    def backends_and_precision(self, variants: Sequence[str] | None = None, **kwargs: Any) -> list:
+        """The "Backends and precision" section (``zooinfer.sections.backends_and_precision``) for ``variants``
+        (default: the ``compare`` parameter); its document goes into metrics.json. Returns the figures."""
+        from . import sections
+
+        self._prepared("backends_and_precision")
+        names = list(self.config.compare if variants is None else variants)
+        if not names:
+            return []
+        if self.steps.exported is None:
+            self.export()
+        doc, figures = sections.backends_and_precision(self, names, calibration=self.config.calibration, **kwargs)
+        self.add_section("backends_and_precision", doc)
+        return figures
+
+    def under_load(self, scenarios: Sequence[str] | None = None, **kwargs: Any) -> list:
+        """The "Under load" section (``zooinfer.sections.under_load``: MLPerf LoadGen) for ``scenarios`` (default:
+        the ``scenarios`` parameter); its document goes into metrics.json, LoadGen's logs into the run folder."""
+        from . import sections
+
+        names = list(self.config.scenarios if scenarios is None else scenarios)
+        if not names:
+            return []
+        if self.steps.run is None:
+            raise ZooinferError("call evaluate() before under_load(): accuracy mode is checked against it")
+        doc, figures = sections.under_load(self, names, latency_bound_ms=self.config.latency_bound_ms,
+                                           quick=self.config.embedded, **kwargs)
+        self.add_section("under_load", doc)
+        return figures
+
     def accuracy(self) -> list[dict]:
         """Headline metrics next to the published figures (percent)."""
         if self.steps.run is None:
@@ -380,6 +430,10 @@ class Evaluation:
                                          title=f"{self.recipe.name} on this machine",
                                          published=self.recipe.published.performance)
             plt.close(fig)
+        for name, doc in self.steps.sections:
+            logs = doc.get("log_dir") if isinstance(doc, dict) else None
+            if name == "under_load" and logs and Path(logs).is_dir():
+                shutil.copytree(logs, self.run_dir.file("loadgen"), dirs_exist_ok=True)
         accumulator = self.steps.run.accumulator if self.steps.run is not None else None
         write_artifacts = getattr(accumulator, "write_artifacts", None)
         if callable(write_artifacts):

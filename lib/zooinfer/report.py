@@ -190,8 +190,9 @@ def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[
     return rows
 
 
-def meaningful(config: "RunConfig") -> tuple[bool, str]:
-    """Whether the run's accuracy can be compared with the published figures, and why not (the reasons joined)."""
+def meaningful(config: "RunConfig", recipe: "Recipe | None" = None) -> tuple[bool, str]:
+    """Whether the run's accuracy can be compared with the published figures, and why not (the reasons joined).
+    ``recipe``: also the variant's own reason (e.g. PyramidBox letterboxed into another canvas than the guide's)."""
     why = []
     if config.synthetic:
         why.append("the weights are deterministic synthetic weights (no checkpoint given: weights=...)")
@@ -199,21 +200,25 @@ def meaningful(config: "RunConfig") -> tuple[bool, str]:
         why.append("the data is the tiny embedded sample (no data_root given)")
     if config.limit is not None:
         why.append(f"only the first {config.limit} images are evaluated (limit={config.limit})")
+    if recipe is not None and recipe.incomparable_because:
+        why.append(recipe.incomparable_because)
     return (not why, "; ".join(why))
 
 
 def banner_text(config: "RunConfig", recipe: "Recipe") -> str:
     """The report's first lines (markdown): what this run is and whether its accuracy means anything."""
-    ok, why = meaningful(config)
+    ok, why = meaningful(config, recipe)
     lines = [f"## {recipe.name}: {recipe.task}, input {recipe.input_shape}, backend `{config.backend}`, "
              f"bs {config.bs}"]
     if not ok:
         lines.append(f"**Accuracy is NOT meaningful in this run:** {why}. The numbers below only show that the "
                      "chain runs end to end. Pass `weights=` (the published checkpoint file) and `data_root=` "
-                     "(the real dataset) for the real figures.")
+                     "(the real dataset) for the real figures. No verdict is given.")
     else:
+        rule = recipe.published.acceptance
         lines.append(f"Real checkpoint `{config.weights}` on `{config.data_root}`: accuracy is compared with the "
-                     f"published figures ({recipe.published.source}).")
+                     f"published figures ({recipe.published.source}); the verdict (PASS/FAIL, after the evaluation "
+                     f"and at the top of metrics.json) follows {rule.source}.")
     return "\n\n".join(lines)
 
 
@@ -222,9 +227,9 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     """Everything metrics.json holds, from the run's ``config``, its ``recipe`` and ``steps`` (the latest result of
     each step: ``prepared``, ``exported``, ``run``, ``session_info``, ``benchmark``, ``profile``; see
     ``zooinfer.evaluation.StepResults``). ``environment_info``: default :func:`environment` of this machine."""
-    from . import bench, export
+    from . import bench, export, verdict
 
-    ok, why = meaningful(config)
+    ok, why = meaningful(config, recipe)
     r = recipe
     res = steps.run
     prepared = steps.prepared
@@ -246,6 +251,7 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     return {
         "model": r.name, "task": r.task,
         "accuracy_meaningful": ok, "not_meaningful_because": why or None,
+        "verdict": verdict.judge(res.metrics, r.published, r.headline, reasons=[] if ok else [why]) if res else None,
         "skipped": skipped,
         "md5_matches": md5_matches,
         "accuracy": res.metrics if res else None,
@@ -272,7 +278,8 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
                     "threads": session.get("threads")},
         "ascend_commands": export.ascend_commands(r, onnx_path, config.bs),
         "notes": list(r.notes),
-        "parameters": config.parameters(),
+        "parameters": {k: v for k, v in config.parameters().items() if k != "run_dir"},
+        **{name: doc for name, doc in getattr(steps, "sections", ())},
         "environment": environment() if environment_info is None else environment_info,
     }
 

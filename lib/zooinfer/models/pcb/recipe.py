@@ -66,6 +66,8 @@ NOTEBOOK = NotebookSpec(
     guide="ACL_PyTorch/contrib/cv/face/reid_PCB_baseline",
     steps="query/gallery features -> CMC + mAP",
     guide_steps="pth2onnx, preprocess to `.bin`, benchmark, postprocess with CMC/mAP",
+    # the cheapest model: its embedded run also shows the optional sections (an INT8 variant, LoadGen Offline)
+    defaults=(("compare", ["onnxruntime-int8"]), ("calibration", 2), ("scenarios", ["Offline"])),
     intro="`PCB_3_7.pt` is a whole pickled module: it is read with a restricted unpickler, without the upstream "
           "`reid` package or torchvision, and nothing in the file is executed.",
     data_root_help="Market-1501 root holding query/ and bounding_box_test/, None for the embedded sample",

@@ -614,16 +614,9 @@ def _export_job(name: str) -> tuple[str, str, float]:
 
 
 def real_inputs(recipe, dataset, n: int) -> np.ndarray:
-    views = []
-    for sample in dataset:
-        try:
-            arrays, _ = recipe.preprocess(sample.path)
-        except Exception:  # noqa: BLE001
-            continue
-        views += [v for v in arrays if tuple(v.shape) == tuple(recipe.input_shape)]
-        if len(views) >= n:
-            break
-    return np.stack(views[:n])
+    from zooinfer.bench import real_views
+
+    return np.stack(real_views(recipe, dataset, n))
 
 
 class _NullAccumulator:

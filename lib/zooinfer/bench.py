@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -41,6 +41,21 @@ def summarize(times: np.ndarray, bs: int) -> dict:
         "latency_ms_p99": float(1e3 * np.percentile(times, 99)),
         "cv": cv, "unstable": cv > UNSTABLE_CV,
     }
+
+
+def real_views(recipe: Any, dataset: Any, n: int) -> list[np.ndarray]:
+    """Up to ``n`` real preprocessed views (float32 CHW of ``recipe.input_shape``) from ``dataset``'s first samples,
+    for parity checks and benchmarks; unreadable samples are passed over (they are the pipeline's business)."""
+    views: list[np.ndarray] = []
+    for sample in dataset:
+        try:
+            arrays, _ = recipe.preprocess(sample.path)
+        except Exception:  # noqa: BLE001 - any unreadable image is skipped here
+            continue
+        views += [v for v in arrays if tuple(v.shape) == tuple(recipe.input_shape)]
+        if len(views) >= n:
+            break
+    return views[:n]
 
 
 def make_batch(samples: np.ndarray, bs: int) -> np.ndarray:

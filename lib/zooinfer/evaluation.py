@@ -206,18 +206,7 @@ class Evaluation:
 
     def parity_inputs(self, n: int = 4) -> np.ndarray:
         """Up to ``n`` real preprocessed views from the dataset (N, C, H, W), for parity and benchmarks."""
-        dataset = self._prepared("parity_inputs").dataset
-        views = []
-        for sample in dataset:
-            try:
-                arrays, _ = self.recipe.preprocess(sample.path)
-            except Exception:  # noqa: BLE001 - unreadable images are the pipeline's business
-                continue
-            for v in arrays:
-                if v.shape == tuple(self.recipe.input_shape):
-                    views.append(v)
-            if len(views) >= n:
-                break
+        views = bench.real_views(self.recipe, self._prepared("parity_inputs").dataset, n)
         if not views:
             rng = np.random.default_rng(0)
             return rng.standard_normal((n, *self.recipe.input_shape), dtype=np.float32)

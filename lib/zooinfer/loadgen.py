@@ -1186,18 +1186,12 @@ def plot_server_search(search: ServerSearch, path: str | os.PathLike | None = No
 
 # ------------------------------------------------------------------------------------------------ command line
 def _real_views(recipe, dataset, n: int) -> np.ndarray:
-    views = []
-    for sample in dataset:
-        try:
-            arrays, _ = recipe.preprocess(sample.path)
-        except Exception:  # noqa: BLE001
-            continue
-        views += [v for v in arrays if v.shape == tuple(recipe.input_shape)]
-        if len(views) >= n:
-            break
+    from .bench import real_views
+
+    views = real_views(recipe, dataset, n)
     if not views:
         raise ZooinferError(f"{recipe.name}: no sample of the dataset could be preprocessed")
-    return np.stack(views[:n])
+    return np.stack(views)
 
 
 def measure_model(name: str, *, backend: str = "onnxruntime", data_root: str | None = None, bs: int | None = None,

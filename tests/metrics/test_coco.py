@@ -1,9 +1,12 @@
 """COCO bbox metric: reference numbers from plain pycocotools runs (tests/metrics/data/coco/reference.json, computed
-outside the project), a hand-worked case, properties, label mapping, bad input and the accumulator."""
+outside the project), a hand-worked case, properties, label mapping, bad input and the accumulator; faster-coco-eval
+against pycocotools (skipped where it is not installed)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 
 from zooinfer.datasets.base import Sample
-from zooinfer.errors import DatasetError, MetricInputError
+from zooinfer.errors import DatasetError, MetricInputError, ZooinferError
 from zooinfer.metrics import coco
 
 DATA = Path(__file__).parent / "data" / "coco"
@@ -213,3 +216,120 @@ def test_accumulator_keeps_compact_rows_and_rejects_bad_dicts(dets):
     assert all(set(d) == {"image_id", "category_id", "bbox", "score"} for d in acc.results)
     with pytest.raises(MetricInputError, match="bbox"):
         acc.update(Sample("x", ""), [{"image_id": 100, "category_id": 1, "score": 0.5}])
+
+
+# ---------------------------------------------------------------------------------------------- faster-coco-eval
+HAS_FAST = importlib.util.find_spec("faster_coco_eval") is not None
+needs_fast = pytest.mark.skipif(not HAS_FAST, reason='faster-coco-eval is not installed (pip install "zooinfer[fast]")')
+#: pycocotools' precision where tp + fp == 1: tp / (tp + fp + np.spacing(1)) = 1 / (1 + 2**-52)
+ONE_MINUS_ULP = 1 / (1 + np.spacing(1))
+
+
+def _bench_metrics():
+    """benchmarks/bench_metrics.py as a module (its deterministic full-size synthetic COCO generator)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _both(dets, gt, img_ids=None) -> tuple[dict, dict, dict, dict]:
+    """(pycocotools figures, its eval arrays, faster-coco-eval figures, its eval arrays) on the same input."""
+    kw = {"img_ids": img_ids}
+    d2 = dets.copy() if isinstance(dets, np.ndarray) else copy.deepcopy(dets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        op, ep = coco._evaluate(dets, gt, quiet=True, copy=True, stacklevel=2, evaluator="pycocotools", **kw)
+        of, ef = coco._evaluate(d2, gt, quiet=True, copy=True, stacklevel=2, evaluator="faster-coco-eval", **kw)
+    assert op["evaluator"] == "pycocotools" and of["evaluator"] == "faster-coco-eval"
+    return op, ep, of, ef
+
+
+def _same_but_the_epsilon(op, ep, of, ef) -> int:
+    """faster-coco-eval agrees with pycocotools exactly, except pycocotools' ``np.spacing(1)`` in the precision:
+    recall and score arrays bit for bit; precision bit for bit except entries where pycocotools has
+    1 - 2**-52 and faster-coco-eval 1.0; the 12 statistics (means over those arrays) within a few 1e-16; the
+    counts equal. Returns the number of such precision entries."""
+    assert set(ef) == set(ep) and ef["counts"] == ep["counts"]
+    assert np.array_equal(ef["recall"], ep["recall"]) and np.array_equal(ef["scores"], ep["scores"])
+    pf, pp = ef["precision"], ep["precision"]
+    diff = pf != pp
+    assert np.all(pf[diff] == 1.0) and np.all(pp[diff] == ONE_MINUS_ULP), (np.unique(pf[diff]), np.unique(pp[diff]))
+    for k in coco.STAT_NAMES:
+        assert abs(of[k] - op[k]) <= 4e-16, (k, of[k], op[k])
+        assert (of[k] == -1.0) == (op[k] == -1.0), k  # the "no ground truth in this area range" sentinel alike
+    for k in ("n_images", "n_images_counted", "n_detections"):
+        assert of[k] == op[k], k
+    return int(diff.sum())
+
+
+@needs_fast
+def test_faster_coco_eval_agrees_on_the_fixtures(gt_dict, dets):
+    arr = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in dets], dtype=np.float32)
+    n = _same_but_the_epsilon(*_both(dets, GT))
+    assert n > 0  # the fixture does have curves whose first detection is a hit and the second a miss
+    _same_but_the_epsilon(*_both(dets, GT, img_ids=REF["subset_img_ids"]))
+    _same_but_the_epsilon(*_both(arr, GT))
+    one = [{"image_id": 1, "category_id": 1, "bbox": [150, 150, 120, 120], "score": 0.9},
+           {"image_id": 1, "category_id": 1, "bbox": [23, 0, 100, 100], "score": 0.8}]
+    _same_but_the_epsilon(*_both(one, _one_image_gt()))  # hand-worked case, with its -1 area ranges
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in gt_dict["annotations"] if not a["iscrowd"]]
+    _same_but_the_epsilon(*_both(perfect, GT))
+    # a duplicate below every hit: a class with one object is hit then missed (pycocotools' 1 - 2**-52 survives)
+    _same_but_the_epsilon(*_both(perfect + [dict(d, score=0.5) for d in perfect], GT))
+    op, ep, of, ef = _both([], _one_image_gt())
+    _same_but_the_epsilon(op, ep, of, ef)
+    assert of["AP"] == 0.0 and of["APs"] == -1.0
+
+
+@needs_fast
+def test_faster_coco_eval_agrees_on_a_synthetic_set():
+    """300 images x 100 detections of the benchmark's generator (all area ranges, crowd boxes, exact area-range
+    borders, zero-width boxes, tied scores); the full size (5,000 x 100) is the slow test below."""
+    gt, rows = _bench_metrics().synthetic_coco(seed=1, n_images=300)
+    assert _same_but_the_epsilon(*_both(rows, gt)) > 0
+    ids = [im["id"] for im in gt["images"]][::3]
+    _same_but_the_epsilon(*_both(rows[np.isin(rows[:, 0], ids)], gt, img_ids=ids))
+
+
+@needs_fast
+@pytest.mark.slow
+def test_faster_coco_eval_agrees_at_full_size():
+    """5,000 images, 500,000 detections (pycocotools takes 1-3 minutes here)."""
+    gt, rows = _bench_metrics().synthetic_coco()
+    assert len(gt["images"]) == 5000 and len(rows) == 500_000
+    _same_but_the_epsilon(*_both(rows, gt))
+
+
+@needs_fast
+def test_evaluator_selection(dets):
+    assert coco.evaluate(DETS, GT)["evaluator"] == "pycocotools"  # the default stays the guides' evaluator
+    assert coco.evaluate(DETS, GT, evaluator="auto")["evaluator"] == "faster-coco-eval"
+    by_image = _samples_and_dets(dets)
+    acc = coco.CocoAccumulator(GT, evaluator="auto")
+    assert acc.evaluator == "faster-coco-eval"
+    for image_id, ds in by_image.items():
+        acc.update(Sample(str(image_id), ""), copy.deepcopy(ds))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # images without detections
+        out = acc.compute()
+    assert out["evaluator"] == "faster-coco-eval"
+    ref = coco.evaluate(DETS, GT, evaluator="faster-coco-eval")
+    assert {k: out[k] for k in coco.STAT_NAMES} == {k: ref[k] for k in coco.STAT_NAMES}
+    assert set(acc.eval) == {"params", "counts", "date", "precision", "recall", "scores"}  # no per-match dict kept
+
+
+def test_evaluator_missing_or_unknown(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # as if not installed: the import fails
+    with pytest.raises(ZooinferError, match=r'pip install "zooinfer\[fast\]"'):
+        coco.evaluate(DETS, GT, evaluator="faster-coco-eval")
+    with pytest.raises(ZooinferError, match=r'pip install "zooinfer\[fast\]"'):
+        coco.CocoAccumulator(GT, evaluator="faster-coco-eval")  # before any image is read
+    out = coco.evaluate(DETS, GT, evaluator="auto")  # falls back
+    assert out["evaluator"] == "pycocotools"
+    _close(out, REF["all"])
+    assert coco.CocoAccumulator(GT, evaluator="auto").evaluator == "pycocotools"
+    with pytest.raises(MetricInputError, match="evaluator must be one of"):
+        coco.evaluate(DETS, GT, evaluator="fast")

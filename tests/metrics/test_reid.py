@@ -155,3 +155,49 @@ def test_squared_norms_chunked_equal_one_shot_at_pcb_width():
     one_shot = torch.pow(torch.from_numpy(x), 2).sum(1).numpy()
     for rows in (1, 37, 256, 1000):
         assert np.array_equal(reid.squared_norms(x, rows=rows), one_shot)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(a, nan=-7.0).view(np.int64)
+
+
+def test_fast_ranking_is_bit_for_bit_the_argsort_ranking(monkeypatch):
+    """``_block_stats`` (sorted values + the query identity's entries located in them) against the full argsort
+    (``_block_stats_argsort``): the same CMC positions and the same AP bits, on random cases with heavy ties, +-0,
+    +-inf, float64 and integer distances, junk (-1) and distractor (0) ids; rows with a tied match go to the argsort
+    path, and only those."""
+    rng = np.random.default_rng(0)
+    fallback_rows = []
+    orig = reid._block_stats_argsort
+    monkeypatch.setattr(reid, "_block_stats_argsort",
+                        lambda d, *a, **k: fallback_rows.append(len(d)) or orig(d, *a, **k))
+    for trial in range(300):
+        m, n, n_ids = int(rng.integers(1, 25)), int(rng.integers(1, 250)), int(rng.integers(1, 15))
+        qp, gp = rng.integers(0, n_ids, m), rng.integers(-1, n_ids, n)
+        qc, gc = rng.integers(0, 4, m), rng.integers(0, 4, n)
+        d = [rng.normal(size=(m, n)).astype(np.float32), rng.integers(0, 5, (m, n)).astype(np.float32),
+             rng.normal(size=(m, n)), rng.choice(np.array([-0.0, 0.0, 1.0, np.inf, -np.inf], np.float32), (m, n)),
+             rng.integers(0, 40, (m, n)).astype(np.int32)][trial % 5]
+        fast, ref = reid._block_stats(d, qp, qc, gp, gc), orig(d, qp, qc, gp, gc)
+        assert np.array_equal(fast[0], ref[0]) and np.array_equal(_bits(fast[1]), _bits(ref[1])), trial
+    assert fallback_rows  # the tie cases did reach the argsort path
+    fallback_rows.clear()
+    d = np.array([[0.1, 0.2, 0.2, 0.3]], np.float32)  # a tie between two non-matches: no fallback needed
+    out = reid._block_stats(d, np.array([1]), np.array([0]), np.array([2, 3, 4, 1]), np.array([1, 1, 1, 1]))
+    assert not fallback_rows and out[0].tolist() == [3] and out[1].tolist() == [0.25]
+
+
+def test_fast_ranking_full_gallery_width():
+    """300 queries against a full-size synthetic Market-1501 gallery (15,913, the benchmark's generator): every
+    query's CMC position and AP bits equal the argsort path's; so do ``evaluate``'s figures."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    d, qp, gp, qc, gc = bench.synthetic_market(seed=3, n_query=300)
+    first, ap, n_valid = reid._stats(d, qp, gp, qc, gc)
+    ref_first, ref_ap = reid._block_stats_argsort(d, qp, qc, gp, gc)
+    assert np.array_equal(first, ref_first) and np.array_equal(_bits(ap), _bits(ref_ap))
+    assert n_valid == int((ref_first >= 0).sum())

@@ -17,6 +17,11 @@ independently, so processing queries in chunks gives the same order), invalid en
 position of the first match counted. mAP: per valid query scikit-learn's ``average_precision_score(matches,
 -dist)`` = sum over distinct distances (ties grouped) of recall increase x precision, computed here in closed form
 (precision at the end of each tie group); it differs from sklearn only by floating-point summation order (~1e-16).
+
+How: the reference computation is :func:`_block_stats_argsort` (full ``argsort`` of every row, cumulative counts
+over the whole ranking). :func:`_block_stats` gives the same bits without the argsort: rows sorted by value, and only
+the query's own identity's gallery entries located in them (see its docstring); rows where a match's distance is tied
+with another entry fall back to the reference. Full Market-1501 (3,368 x 15,913): ~0.6 s instead of ~4.3 s.
 """
 from __future__ import annotations
 
@@ -112,8 +117,104 @@ def _blocks(m: int, n: int):
         yield lo, min(m, lo + step)
 
 
-def _block_stats(d: np.ndarray, qp, qc, gp, gc, topk: int):
-    """First-valid-match positions (-1 = none) and APs (NaN = no valid match) of a block of queries."""
+def _gallery_index(gp: np.ndarray):
+    """The gallery grouped by person id (stable order inside a group): ``(order, sorted pids)``, so the gallery
+    entries of one identity are the slice ``order[searchsorted(sorted, pid, 'left'):searchsorted(..., 'right')]``."""
+    order = np.argsort(gp, kind="stable")
+    return order, gp[order]
+
+
+class _Workspace:
+    """Two (block, gallery) buffers reused by the blocks of one evaluation: the sorted rows (the distances' dtype)
+    and float64 zero rows for the AP sums (fresh ones per block cost as much as the sort itself in page faults)."""
+
+    def __init__(self, rows: int, n: int, dtype) -> None:
+        self._sorted = np.empty((rows, n), dtype)
+        self._zeros = np.zeros((rows, n), np.float64)
+
+    def sorted_rows(self, d: np.ndarray) -> np.ndarray:
+        out = self._sorted[:d.shape[0]]  # a leading slice of a C-contiguous buffer: C-contiguous rows
+        np.copyto(out, d)
+        out.sort(axis=1)
+        return out
+
+    def zero_rows(self, b: int) -> np.ndarray:
+        """(b, n) C-contiguous zeros; the caller sets back to zero what it writes."""
+        return self._zeros[:b]
+
+
+def _block_stats(d: np.ndarray, qp, qc, gp, gc, topk: int = CMC_TOPK, index=None, work=None):
+    """First-valid-match positions (-1 = none) and APs (NaN = no valid match) of a block of queries; the same bits
+    as :func:`_block_stats_argsort` (tests/metrics/test_reid.py), about 8x faster on full Market-1501.
+
+    Only the gallery entries of the query's identity matter (a few dozen of 15,913): the matches (other camera) and
+    the excluded same-camera ones. Every row is sorted by value (``np.sort``: several times cheaper than
+    ``argsort``, and no gathers through the order), and each of those entries is located in its sorted row
+    (``searchsorted``). For a match p whose distance no other entry shares, its 0-based position in the ranking is
+    ``L = #{d < d_p}``; among the valid entries it has ``L - #{excluded with d < d_p}`` before it and
+    ``#{matches with d < d_p}`` matches before it, which gives the CMC position (first match) and the AP term
+    (precision at p). The AP terms are summed exactly as before: scattered at their ranking positions into a
+    zero row of the gallery's length and ``sum(axis=1)``-ed (the same numpy pairwise summation over the same array,
+    so the same bits). A row where some match's distance is tied with any other entry goes through
+    :func:`_block_stats_argsort` (the position among tied entries is numpy's sort's choice there).
+
+    ``index``: :func:`_gallery_index` of the gallery (computed when None); ``work``: ``_Workspace`` buffers reused
+    across the blocks of one evaluation (fresh ones when None)."""
+    b, n = d.shape
+    work = _Workspace(b, n, d.dtype) if work is None else work
+    order, sorted_pids = _gallery_index(gp) if index is None else index
+    lo = np.searchsorted(sorted_pids, qp, side="left")
+    cnt = np.searchsorted(sorted_pids, qp, side="right") - lo
+    offs = np.zeros(b + 1, dtype=np.int64)
+    np.cumsum(cnt, out=offs[1:])
+    total = int(offs[-1])
+    row = np.repeat(np.arange(b), cnt)  # the same-identity gallery entries of every query of the block, flat
+    col = order[np.arange(total) - np.repeat(offs[:-1] - lo, cnt)]
+    dv = d[row, col]
+    is_pos = gc[col] != qc[row]  # a match; else same identity + same camera: excluded
+    ds = work.sorted_rows(d)
+    left, right = np.empty(total, np.int64), np.empty(total, np.int64)
+    for i in range(b):  # b searchsorted pairs per block (few thousand calls in all): cheaper than a joint key
+        if cnt[i]:
+            a, z = offs[i], offs[i + 1]
+            left[a:z] = np.searchsorted(ds[i], dv[a:z], side="left")
+            right[a:z] = np.searchsorted(ds[i], dv[a:z], side="right")
+    # the same-identity entries of each row in ascending distance: excluded / matches strictly before each entry
+    # (exact for untied matches: a tie with a match sends the row to the fallback below)
+    srt = np.lexsort((dv, row))
+    pos_s, row_s = is_pos[srt], row[srt]
+    c_pos = np.cumsum(pos_s) - pos_s
+    c_inv = np.cumsum(~pos_s) - ~pos_s
+    start = offs[:-1][row_s]
+    base_pos = np.concatenate([[0], np.cumsum(pos_s)])[start]
+    base_inv = np.concatenate([[0], np.cumsum(~pos_s)])[start]
+    pos_before = (c_pos - base_pos)[pos_s]  # per match, in ascending distance within each row
+    inv_before = (c_inv - base_inv)[pos_s]
+    m_row = row_s[pos_s]
+    m_left = left[srt][pos_s]
+    tied_rows = np.unique(m_row[(right[srt][pos_s] - m_left) > 1])
+    n_pos = np.bincount(m_row, minlength=b)
+    has = n_pos > 0
+    first = np.full(b, -1, dtype=np.int64)
+    first_at = np.concatenate([[0], np.cumsum(n_pos)])[:-1][has]  # the closest match of each row
+    first[has] = (m_left - inv_before)[first_at]
+    prec = work.zero_rows(b)  # zero rows + the terms at their ranking positions, summed as the argsort path sums
+    with np.errstate(divide="ignore", invalid="ignore"):  # (a tied row's terms can be anything: recomputed below)
+        prec[m_row, m_left] = (pos_before + 1) / (m_left - inv_before + 1)  # matches / valid entries so far
+        ap = prec.sum(axis=1) / n_pos
+    prec[m_row, m_left] = 0.0  # zero again for the next block
+    ap[~has] = np.nan
+    if len(tied_rows):
+        first[tied_rows], ap[tied_rows] = _block_stats_argsort(d[tied_rows], qp[tied_rows], qc[tied_rows], gp, gc,
+                                                               topk)
+    return first, ap
+
+
+def _block_stats_argsort(d: np.ndarray, qp, qc, gp, gc, topk: int = CMC_TOPK):
+    """First-valid-match positions (-1 = none) and APs (NaN = no valid match) of a block of queries, from the full
+    ``np.argsort`` of every row (upstream's ranking). The reference :func:`_block_stats` is checked against, and its
+    fallback for the rows where a match's distance is tied (there the order numpy's sort gives tied entries decides
+    the CMC rank and the summation order of the AP)."""
     order = np.argsort(d, axis=1)
     ds = np.take_along_axis(d, order, axis=1)
     same_pid = gp[order] == qp[:, None]
@@ -146,8 +247,10 @@ def _stats(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = CMC_TOPK):
     m, n = d.shape
     first = np.empty(m, dtype=np.int64)
     ap = np.empty(m, dtype=np.float64)
+    index = _gallery_index(gp)
+    work = _Workspace(min(m, max(1, _BLOCK_ELEMENTS // max(n, 1))), n, d.dtype)
     for lo, hi in _blocks(m, n):
-        first[lo:hi], ap[lo:hi] = _block_stats(d[lo:hi], qp[lo:hi], qc[lo:hi], gp, gc, topk)
+        first[lo:hi], ap[lo:hi] = _block_stats(d[lo:hi], qp[lo:hi], qc[lo:hi], gp, gc, topk, index, work)
     n_valid = int((first >= 0).sum())
     if n_valid == 0:
         raise MetricInputError("re-ID: no valid query (no query has a match in another camera)")

@@ -104,3 +104,19 @@ def image_dir(tmp_path: Path) -> Path:
 def tiny_dataset(image_dir: Path) -> ImageDataset:
     samples = [Sample(p.stem, str(p), int(p.stem[3:])) for p in sorted(image_dir.iterdir())]
     return ImageDataset("tiny", image_dir, samples)
+
+
+def tiny_recipe() -> Recipe:
+    """The tiny recipe with the logits as the prediction (what classification agreement reads)."""
+    import dataclasses
+
+    return dataclasses.replace(make_recipe(), postprocess=lambda outputs, meta: outputs[0])
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path, tiny_model: TinyNet) -> Path:
+    """The tiny net exported to ONNX (dynamic batch) with :func:`tiny_recipe`'s names."""
+    from zooinfer import export
+
+    return export.export_onnx(tiny_recipe(), tiny_model, out_path=tmp_path / "tiny.onnx")
+

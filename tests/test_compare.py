@@ -1,14 +1,13 @@
 """zooinfer.compare: variants side by side, per-sample agreement, non-finite outputs named; INT8 of each model."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from conftest import make_recipe
-from zooinfer import compare, export, recipes, report
+from conftest import tiny_recipe
+from zooinfer import compare, recipes, report
 from zooinfer.compare import (NONFINITE_SCORE, classification_agreement, image_ap, match_detections,
                               reid_agreement)
 from zooinfer.errors import ZooinferError
@@ -17,13 +16,6 @@ from zooinfer.variants import Variant
 pytest.importorskip("onnxconverter_common", reason='the variants extra: pip install -e ".[variants]"')
 
 
-def tiny_recipe():
-    return dataclasses.replace(make_recipe(), postprocess=lambda outputs, meta: outputs[0])
-
-
-@pytest.fixture
-def tiny_onnx(tmp_path, tiny_model):
-    return export.export_onnx(tiny_recipe(), tiny_model, out_path=tmp_path / "tiny.onnx")
 
 
 # ------------------------------------------------------------------------------------------------ agreement maths

@@ -2,12 +2,11 @@
 NPU variants get the msit command; the plots draw."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 
-from conftest import make_recipe
+from conftest import tiny_recipe
 from zooinfer import compare, export, localise, recipes, variants
 from zooinfer.models import build_model
 
@@ -15,13 +14,6 @@ pytest.importorskip("onnxconverter_common", reason='the variants extra: pip inst
 ENGINES = ["onnxruntime"] + (["polygraphy"] if localise.polygraphy_available() else [])
 
 
-def tiny_recipe():
-    return dataclasses.replace(make_recipe(), postprocess=lambda outputs, meta: outputs[0])
-
-
-@pytest.fixture
-def tiny_onnx(tmp_path, tiny_model):
-    return export.export_onnx(tiny_recipe(), tiny_model, out_path=tmp_path / "tiny.onnx")
 
 
 @pytest.fixture

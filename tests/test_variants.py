@@ -1,27 +1,18 @@
 """zooinfer.variants: names, missing runtimes, fp16 conversion and its CPU simulation, INT8 calibration."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from conftest import make_recipe
-from zooinfer import export, variants
+from conftest import tiny_recipe
+from zooinfer import variants
 from zooinfer.errors import ZooinferError
 
 pytest.importorskip("onnxconverter_common", reason='the variants extra: pip install -e ".[variants]"')
 
 
-def tiny_recipe():
-    """The conftest recipe with logits as the prediction (what classification agreement reads)."""
-    return dataclasses.replace(make_recipe(), postprocess=lambda outputs, meta: outputs[0])
-
-
-@pytest.fixture
-def tiny_onnx(tmp_path, tiny_model):
-    return export.export_onnx(tiny_recipe(), tiny_model, out_path=tmp_path / "tiny.onnx")
 
 
 def test_unknown_variant_lists_the_known_ones():

@@ -311,7 +311,7 @@ class Evaluation:
 
         if self.steps.run is None:
             raise ZooinferError("call evaluate() first")
-        doc = report.metrics_document(self.config, self.recipe, self.steps, environment_info={})["verdict"]
+        doc = report.verdict_document(self.config, self.recipe, self.steps.run)
         if show:
             report.show(verdict.summary_line(doc))
         return doc

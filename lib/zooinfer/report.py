@@ -222,14 +222,30 @@ def banner_text(config: "RunConfig", recipe: "Recipe") -> str:
     return "\n\n".join(lines)
 
 
+def judged(config: "RunConfig", recipe: "Recipe", res: Any) -> tuple[bool, str]:
+    """``meaningful`` for a finished run: also not meaningful when more than ``SKIP_THRESHOLD`` of it was skipped."""
+    ok, why = meaningful(config, recipe)
+    if res and res.n_samples and len(res.skipped) / res.n_samples > SKIP_THRESHOLD:
+        ok, why = False, "; ".join(filter(None, [why, skipped_summary(res.skipped, res.n_samples)]))
+    return ok, why
+
+
+def verdict_document(config: "RunConfig", recipe: "Recipe", res: Any) -> dict:
+    """The verdict of a finished run (``zooinfer.verdict.judge``), or none and why."""
+    from . import verdict
+
+    ok, why = judged(config, recipe, res)
+    return verdict.judge(res.metrics, recipe.published, recipe.headline, reasons=[] if ok else [why])
+
+
 def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
                      environment_info: dict | None = None) -> dict:
     """Everything metrics.json holds, from the run's ``config``, its ``recipe`` and ``steps`` (the latest result of
     each step: ``prepared``, ``exported``, ``run``, ``session_info``, ``benchmark``, ``profile``; see
     ``zooinfer.evaluation.StepResults``). ``environment_info``: default :func:`environment` of this machine."""
-    from . import bench, export, verdict
+    from . import bench, export
 
-    ok, why = meaningful(config, recipe)
+    ok, why = judged(config, recipe, steps.run)
     r = recipe
     res = steps.run
     prepared = steps.prepared
@@ -240,9 +256,6 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
                    "too_many": share > SKIP_THRESHOLD, "threshold": SKIP_THRESHOLD,
                    "summary": skipped_summary(res.skipped, res.n_samples),
                    "images": [{"key": k, "path": p, "reason": why_} for k, p, why_ in res.skipped]}
-        if skipped["too_many"]:
-            ok = False
-            why = "; ".join(filter(None, [why, skipped["summary"]]))
     md5_matches = prepared.md5_matches if prepared is not None else None
     dataset = prepared.dataset if prepared is not None else None
     bench_rows = list(steps.benchmark)
@@ -251,7 +264,7 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     return {
         "model": r.name, "task": r.task,
         "accuracy_meaningful": ok, "not_meaningful_because": why or None,
-        "verdict": verdict.judge(res.metrics, r.published, r.headline, reasons=[] if ok else [why]) if res else None,
+        "verdict": verdict_document(config, r, res) if res else None,
         "skipped": skipped,
         "md5_matches": md5_matches,
         "accuracy": res.metrics if res else None,

@@ -10,6 +10,9 @@ import os
 # references were produced on such paths. Users' runs are not affected.
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+# every evaluation writes its stored predictions into a run folder: tests (and the notebooks nbmake runs, which
+# inherit it) write theirs into a temporary folder, not into the checkout's outputs/
+os.environ.setdefault("ZOOINFER_OUTPUTS", __import__("tempfile").mkdtemp(prefix="zooinfer-test-outputs-"))
 
 
 

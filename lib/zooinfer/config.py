@@ -22,7 +22,7 @@ from .errors import BackendError, CheckpointError, DatasetError, ZooinferError
 PRECISIONS = ("fp32", "fp16")
 #: parameters that name a file, folder or address: "", "none" and "None" (what a command line gives) mean None
 OPTIONAL_TEXT = ("weights", "data_root", "ray_address", "onnx_path", "om_path", "results_dir", "output_root",
-                 "run_dir")
+                 "run_dir", "resume")
 #: the old names of renamed parameters -> their new names (still accepted, with a warning)
 RENAMED = {"workers": "processes"}
 
@@ -157,6 +157,9 @@ class RunConfig:
     bs: int = 1
     #: evaluate only the first N samples (None: all)
     limit: int | None = None
+    #: evaluate a random subset of N samples drawn with ``seed`` (None: all); its figures carry 95% intervals
+    subset: int | None = None
+    seed: int = 0
     #: export the ONNX graph with a fixed batch of ``bs`` (as OM files are)
     static_batch: bool = False
     #: "fp32", or "fp16" where the backend can run it (TensorRT)
@@ -184,6 +187,9 @@ class RunConfig:
     output_root: str | None = None
     #: the run folder a caller owns (``zooinfer run`` passes its partial folder); None: the run makes its own
     run_dir: str | None = None
+    #: the folder of an interrupted run to continue (only its missing samples run; refused if the checkpoint,
+    #: dataset, recipe or backend settings differ); None: a new run
+    resume: str | None = None
     #: show a progress bar while evaluating (``zooinfer run`` turns it off: papermill shows its own)
     progress: bool = True
     #: predictions kept for the plots (the first N samples)
@@ -199,6 +205,9 @@ class RunConfig:
     latency_bound_ms: float | None = None
     #: model options selecting a variant of its recipe, as sorted (name, value) pairs (e.g. (("canvas", 256),))
     model_options: tuple[tuple[str, Any], ...] = ()
+    #: metric parameters (the recipe's ``metric_options``, e.g. WIDER FACE's ``iou_thresh``, COCO's ``evaluator``)
+    #: as sorted (name, value) pairs; a rescore changes only these
+    metric_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         from .backends import registry
@@ -208,6 +217,14 @@ class RunConfig:
             raise ZooinferError(f"parameter 'bs' must be an integer >= 1, got {self.bs!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ZooinferError(f"parameter 'limit' must be None or an integer >= 1, got {self.limit!r}")
+        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int)
+                                        or self.subset < 1):
+            raise ZooinferError(f"parameter 'subset' must be None or an integer >= 1, got {self.subset!r}")
+        if self.subset is not None and self.limit is not None:
+            raise ZooinferError(f"parameters 'limit' ({self.limit}: the first N) and 'subset' ({self.subset}: a random "
+                                "N) both select samples; give one")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ZooinferError(f"parameter 'seed' must be an integer >= 0, got {self.seed!r}")
         if not isinstance(self.processes, int) or self.processes < 1:
             raise ZooinferError(f"parameter 'processes' must be an integer >= 1, got {self.processes!r}")
         if self.precision not in PRECISIONS:
@@ -247,10 +264,12 @@ class RunConfig:
             raise ZooinferError("parameters need 'model' (one of " + ", ".join(recipes.NAMES) + ")")
         model = params["model"]
         recipe = recipes.get(model)  # an unknown model lists the known ones
-        names = {f.name for f in fields(cls)} - {"model_options"}
+        names = {f.name for f in fields(cls)} - {"model_options", "metric_options"}
         option_names = [n for n, _, _ in (recipe.notebook.extra if recipe.notebook else ())]
+        metric_names = [n for n, _, _ in recipe.metric_options]
         values: dict[str, Any] = {}
         options: dict[str, Any] = {}
+        metric: dict[str, Any] = {}
         for key, value in params.items():
             if key in RENAMED:
                 new = RENAMED[key]
@@ -264,11 +283,14 @@ class RunConfig:
                 values[key] = value
             elif key in option_names:
                 options[key] = value
+            elif key in metric_names:
+                metric[key] = value
             else:
-                valid = names | set(option_names)
+                valid = names | set(option_names) | set(metric_names)
                 raise ZooinferError(f"unknown parameter {key!r} for {model}{close_matches(key, valid)}; valid: "
                                     f"{', '.join(sorted(valid))}")
-        config = cls(**_normalise(values), model_options=tuple(sorted(options.items())))
+        config = cls(**_normalise(values), model_options=tuple(sorted(options.items())),
+                     metric_options=tuple(sorted(recipe.metric_values(metric).items())))
         if check:
             config.check_inputs()
         return config
@@ -314,8 +336,11 @@ class RunConfig:
                 raise BackendError(f"parameter 'bs': {self.onnx_path} has a static batch size of {fixed}, got "
                                    f"bs={self.bs}; run with bs={fixed}, or export it again with a dynamic batch "
                                    "axis (static_batch=false) or for this bs")
-        if self.run_dir is not None:
-            check_output_folder(self.run_dir, "parameter 'run_dir'")
+        if self.resume is not None:
+            check_resumable(self.resume)
+        if self.run_dir is not None or self.resume is not None:
+            check_output_folder(self.run_dir or self.resume, "parameter 'run_dir'" if self.run_dir else
+                                "parameter 'resume'")
         else:
             from .report import default_output_root
 
@@ -344,30 +369,44 @@ class RunConfig:
         """No dataset given: the run reads the tiny embedded sample."""
         return self.data_root is None
 
+    @property
+    def folder(self) -> str | None:
+        """The run folder this run writes into when it is given: ``run_dir``, else the folder it resumes."""
+        return self.run_dir or self.resume
+
     def recipe(self):
-        """The model's recipe, or its variant for ``model_options``."""
+        """The model's recipe, or its variant for ``model_options``, evaluated with ``metric_options``."""
         from . import recipes
 
-        return recipes.get(self.model, **dict(self.model_options))
+        return recipes.get(self.model, **dict(self.model_options)).with_metric_options(**dict(self.metric_options))
+
+    def select(self, dataset: Any) -> Any:
+        """The samples this run evaluates: the first ``limit``, a seeded random ``subset`` (in dataset order), or
+        all of ``dataset``."""
+        if self.subset is not None:
+            return dataset.sample(self.subset, self.seed)
+        return dataset.subset(self.limit)
 
     def parameters(self) -> dict[str, Any]:
         """The parameters as the notebook gave them, normalised (for metrics.json)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model_options"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model_options",
+                                                                                       "metric_options")}
         out.update(dict(self.model_options))
+        out.update(dict(self.metric_options))
         return out
 
 
 def _normalise(values: dict[str, Any]) -> dict[str, Any]:
     """Command-line and YAML spellings of parameter values -> the field types (see ``from_parameters``)."""
     out = dict(values)
-    for key in (*OPTIONAL_TEXT, "limit", "threads", "prep_threads"):
+    for key in (*OPTIONAL_TEXT, "limit", "subset", "threads", "prep_threads"):
         if key in out:
             out[key] = _none_if_empty(out[key])
     for key in OPTIONAL_TEXT:
         if out.get(key) is not None:
             out[key] = str(out[key])
-    for key, minimum in (("bs", 1), ("limit", 1), ("threads", 1), ("prep_threads", 1), ("device_id", 0),
-                         ("keep", 0)):
+    for key, minimum in (("bs", 1), ("limit", 1), ("subset", 1), ("seed", 0), ("threads", 1), ("prep_threads", 1),
+                         ("device_id", 0), ("keep", 0)):
         if out.get(key) is not None:
             out[key] = _integer(key, out[key], minimum)
     if "processes" in out:  # None (a YAML "null") means the default: one process
@@ -392,6 +431,22 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
         if key in out and not isinstance(out[key], str):
             raise ZooinferError(f"parameter {key!r} must be a name (text), got {out[key]!r}")
     return out
+
+
+def check_resumable(folder: str) -> None:
+    """``folder`` is the folder of an interrupted run that stored its predictions, else a ZooinferError."""
+    from .store import FINGERPRINT, FOLDER
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise ZooinferError(f"parameter 'resume': run folder not found: {path} (the partial folder of an interrupted "
+                            "run, outputs/<model>/.<run-id>.partial; zooinfer list shows them)")
+    if not (path / FOLDER / FINGERPRINT).is_file():
+        raise ZooinferError(f"parameter 'resume': {path} holds no stored predictions ({FOLDER}/{FINGERPRINT}); "
+                            "expected the folder of a run made by this version of zooinfer")
+    if (path / "metrics.json").is_file() and not path.name.endswith(".partial"):
+        raise ZooinferError(f"parameter 'resume': {path} is a complete run; recompute its metrics with zooinfer "
+                            f"rescore {path} (-p name value for metric parameters) instead")
 
 
 #: result-file suffixes the bins backend reads (ais_bench BIN / TXT, the old benchmark tool's TXT)

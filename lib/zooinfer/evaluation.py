@@ -110,6 +110,19 @@ class StepResults:
     sections: tuple[tuple[str, dict], ...] = ()
 
 
+#: bootstrap resamples behind a subset's intervals (mAP, AP, CMC); top-k rates use Wilson intervals
+BOOTSTRAP_RESAMPLES = 200
+
+
+def _intervals(accumulator: Any, level: float = 0.95) -> dict | None:
+    """The accumulator's 95% intervals ({metric: (lo, hi)}), or None where its metric has none."""
+    method = getattr(accumulator, "intervals", None)
+    if not callable(method):
+        return None
+    return {k: (None if v is None else (float(v[0]), float(v[1])))
+            for k, v in method(level=level, resamples=BOOTSTRAP_RESAMPLES, seed=0).items()}
+
+
 def _session_info(session: Any) -> dict:
     return {"name": getattr(session, "name", None), "device": getattr(session, "device", None),
             "providers": getattr(session, "providers", None), "threads": getattr(session, "threads", None)}
@@ -130,8 +143,9 @@ class Evaluation:
         self.steps = steps if steps is not None else StepResults()
         #: the backend session the evaluation runs on (opened by ``evaluate``, reused by ``benchmark``)
         self.session = None
-        #: the run folder ``finish`` wrote
+        #: the run folder (made by ``evaluate`` for the stored predictions, or by ``finish``)
         self.run_dir: report.RunDir | None = None
+        self._store = None
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> "Evaluation":
@@ -200,7 +214,7 @@ class Evaluation:
         dataset = r.open_dataset(self.config.data_root)  # first: a layout error needs no network built
         model = build_network(r, weights)
         prepared = Prepared(model=model, dataset=dataset, weights=weights, weights_md5=md5,
-                            published_md5=r.checkpoint_md5, images=len(dataset.subset(self.config.limit)))
+                            published_md5=r.checkpoint_md5, images=len(self.config.select(dataset)))
         self.steps = replace(self.steps, prepared=prepared)
         return prepared
 
@@ -270,24 +284,92 @@ class Evaluation:
         self._prepared("session_for")
         return spec.open(self.artefacts(spec), SessionOptions.from_config(self.config))
 
+    def run_folder(self) -> report.RunDir:
+        """The run's folder, made on first use (still under its partial name until ``finish()``): ``run_dir`` (a
+        caller's, e.g. ``zooinfer run``'s), the folder ``resume`` continues, or a new one under ``output_root``."""
+        if self.run_dir is None:
+            cfg = self.config
+            # a caller's run_dir is renamed by the caller; a resumed partial folder is this run's to rename
+            owned = False if cfg.run_dir else (True if cfg.resume else None)
+            self.run_dir = report.RunDir(self.recipe.name, cfg.output_root, path=cfg.folder, owned=owned)
+        return self.run_dir
+
+    def fingerprint(self, data: Any) -> dict:
+        """What this run's predictions depend on (``store.CHECKED``: a resume must match every part) and its
+        parameters, for the prediction store of the samples ``data``."""
+        from . import store
+
+        cfg, prepared = self.config, self._prepared("fingerprint")
+        return {
+            "model": self.recipe.name,
+            "recipe": {"options": dict(cfg.model_options), "input_shape": list(self.recipe.input_shape),
+                       "task": self.recipe.task},
+            "checkpoint": {"md5": prepared.weights_md5 if cfg.weights else "synthetic weights"},
+            "dataset": {"name": prepared.dataset.name, "root": str(Path(prepared.dataset.root).absolute()),
+                        "images": len(prepared.dataset)},
+            "selection": {"limit": cfg.limit, "subset": cfg.subset, "seed": cfg.seed if cfg.subset else None,
+                          "samples": len(data), "keys_sha1": store.keys_digest(s.key for s in data)},
+            "backend": {"backend": cfg.backend, "precision": cfg.precision, "bs": cfg.bs,
+                        "static_batch": cfg.static_batch, "onnx_path": cfg.onnx_path, "om_path": cfg.om_path,
+                        "results_dir": cfg.results_dir},
+            "parameters": {k: v for k, v in cfg.parameters().items() if k not in ("run_dir", "resume")},
+        }
+
+    def prediction_store(self, data: Any):
+        """The run's prediction store (``run_folder()/predictions``): the interrupted run's when resuming (refused
+        with what differs when this run is not the same), else a new one; the same one on later calls."""
+        from .store import PredictionStore
+
+        if self._store is None:
+            fingerprint = self.fingerprint(data)
+            if self.config.resume is not None:
+                store = PredictionStore.open(self.config.resume)
+                store.check(fingerprint)
+            else:
+                store = PredictionStore.create(self.run_folder().path, fingerprint)
+            self._store = store
+        return self._store
+
     def evaluate(self) -> pipeline.RunResult:
-        """Stream the dataset through preprocess -> backend -> postprocess -> metric (Ray tasks when
-        ``processes > 1`` or ``ray_address``)."""
+        """Stream the selected samples through preprocess -> backend -> postprocess -> metric (Ray tasks when
+        ``processes > 1`` or ``ray_address``), storing every sample's prediction in the run folder as it goes; a
+        resumed run takes the samples its interrupted run stored from there. A subset's figures get their 95%
+        intervals (``result.intervals``)."""
         prepared = self._prepared("evaluate")
         cfg = self.config
+        data = cfg.select(prepared.dataset)
         if cfg.distributed:
-            from .distributed import evaluate_distributed, import_ray  # Ray is optional: imported only when asked
+            from .distributed import import_ray
 
-            import_ray()  # before exporting: a missing Ray is said at once
-            onnx = self._onnx_file() if "onnx_path" in registry.get(cfg.backend).needs else None
-            result = evaluate_distributed(cfg, self.recipe, prepared.dataset, onnx_path=onnx)
-            self.steps = replace(self.steps, run=result, session_info=None)
-            return self._check_skipped(result)
-        if self.session is None:
-            self.session = self.session_for()
-        result = pipeline.run(self.recipe, prepared.dataset, self.session, bs=cfg.bs, prep_threads=cfg.prep_threads,
-                              limit=cfg.limit, progress=cfg.progress, keep=cfg.keep)
-        self.steps = replace(self.steps, run=result, session_info=_session_info(self.session))
+            import_ray()  # before exporting or writing anything: a missing Ray is said at once
+        store = self.prediction_store(data)
+        try:
+            if cfg.distributed:
+                from .distributed import evaluate_distributed
+
+                onnx = self._onnx_file() if "onnx_path" in registry.get(cfg.backend).needs else None
+                result = evaluate_distributed(replace(cfg, limit=None), self.recipe, data, onnx_path=onnx,
+                                              store=store)
+                info = None
+            else:
+                if self.session is None:
+                    self.session = self.session_for()
+                result = pipeline.run(self.recipe, data, self.session, bs=cfg.bs, prep_threads=cfg.prep_threads,
+                                      progress=cfg.progress, keep=cfg.keep, store=store)
+                info = _session_info(self.session)
+        except BaseException:
+            if len(store):
+                report.show(f"The run stopped; the predictions of {len(store)} of {len(data)} samples are stored in "
+                            f"`{store.folder}`. `resume=\"{store.folder.parent}\"` continues it (only the missing "
+                            "samples run).")
+            raise
+        if not result.kept and self.steps.run is not None:  # evaluated again from the store: keep the plots' samples
+            result.kept = self.steps.run.kept
+        result.stored = {"folder": str(store.folder), "samples": len(store), "chunks_written": store.chunks_written,
+                         "from_interrupted_run": result.n_stored, "resumed_from": cfg.resume}
+        if cfg.subset is not None and result.n_done:
+            result.intervals = _intervals(result.accumulator)
+        self.steps = replace(self.steps, run=result, session_info=info)
         return self._check_skipped(result)
 
     def _check_skipped(self, result: pipeline.RunResult) -> pipeline.RunResult:
@@ -352,10 +434,11 @@ class Evaluation:
         return figures
 
     def accuracy(self) -> list[dict]:
-        """Headline metrics next to the published figures (percent)."""
+        """Headline metrics next to the published figures (percent), with their 95% intervals for a subset."""
         if self.steps.run is None:
             raise ZooinferError("call evaluate() first")
-        return report.accuracy_rows(self.steps.run.metrics, self.recipe.published, self.recipe.headline)
+        return report.accuracy_rows(self.steps.run.metrics, self.recipe.published, self.recipe.headline,
+                                    self.steps.run.intervals)
 
     def benchmark(self, batch_sizes: Sequence[int] | None = None, backends: Sequence[str] | None = None,
                   min_time: float | None = None, min_iters: int = 3, warmup: int = 1) -> list[dict]:
@@ -410,7 +493,7 @@ class Evaluation:
         """Write metrics.json, the plots and the metric's own files (``accumulator.write_artifacts(folder)`` where
         the accumulator has it, e.g. a WIDER FACE submission) into the run folder and mark it complete; returns its
         final path."""
-        self.run_dir = report.RunDir(self.recipe.name, self.config.output_root, path=self.config.run_dir)
+        self.run_folder()
         report.write_json(self.run_dir.file("metrics.json"), self.metrics_document())
         if self.steps.benchmark:
             import matplotlib.pyplot as plt

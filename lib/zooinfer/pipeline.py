@@ -27,6 +27,7 @@ import numpy as np
 from .backends.base import sample_outputs, static_batch
 from .datasets.base import ImageDataset, Sample
 from .recipes.base import Recipe
+from .store import PredictionStore, Skip
 
 STAGES = ("read", "preprocess", "infer", "postprocess", "metric")
 
@@ -64,6 +65,12 @@ class RunResult:
     accumulator: Any = None
     #: scale-out runs (zooinfer.distributed): one row per shard task (node, attempts, retries, images/s)
     shards: list[dict] = field(default_factory=list)
+    #: samples taken from the prediction store (done by the interrupted run this one resumed), not recomputed
+    n_stored: int = 0
+    #: a subset's 95% intervals of the accuracy figures, {metric: (lo, hi)} fractions (None: not a subset)
+    intervals: dict | None = None
+    #: where the run's predictions are stored (folder, chunks, samples; None: not stored)
+    stored: dict | None = None
 
     @property
     def workers(self) -> list[dict]:
@@ -220,12 +227,17 @@ class _Batcher:
 
 
 class _Scoring:
-    """The stage both paths end in: ``postprocess`` + metric update on one ordered background thread (at most
-    ``window`` samples queued), the first ``keep`` predictions, skipped samples, stage timings, the progress bar."""
+    """The stage every path ends in: ``postprocess`` + metric update on one ordered background thread (at most
+    ``window`` samples queued), the first ``keep`` predictions, skipped samples, stage timings, the progress bar;
+    with a ``store``, each sample's compact prediction (or its skip) is written into it on the same thread, in
+    dataset order, and samples already stored are scored from it (:meth:`submit_stored`)."""
 
     def __init__(self, recipe: Recipe, data: ImageDataset, accumulator, *, keep: int, window: int, progress: bool,
-                 desc: str):
-        self.recipe, self.keep, self.window = recipe, keep, window
+                 desc: str, store: PredictionStore | None = None):
+        self.recipe, self.keep, self.window, self.store = recipe, keep, window, store
+        self.compact = recipe.compact or (lambda prediction: prediction)
+        #: samples scored from the store (done by an earlier, interrupted run)
+        self.n_stored = 0
         self.accumulator = accumulator if accumulator is not None else recipe.new_accumulator(data)
         self.timer = StageTimer()
         self.skipped: list[tuple[str, str, str]] = []
@@ -241,10 +253,17 @@ class _Scoring:
         pred = self.recipe.postprocess(outputs, meta)
         t1 = time.perf_counter()
         self.accumulator.update(sample, pred)
+        if self.store is not None:
+            self.store.add(sample.key, self.compact(pred))
         self.timer.add("postprocess", t1 - t0)
         self.timer.add("metric", time.perf_counter() - t1)
         if len(self.kept) < self.keep:
             self.kept.append((sample, pred))
+
+    def _finish_stored(self, sample: Sample, stored: Any) -> None:
+        t0 = time.perf_counter()
+        self.accumulator.update(sample, stored)
+        self.timer.add("metric", time.perf_counter() - t0)
 
     def _tick(self) -> None:
         if self.bar is not None:
@@ -252,15 +271,31 @@ class _Scoring:
 
     def submit(self, sample: Sample, outputs: Any, meta: dict) -> None:
         """Queue one sample's outputs (one list per view for multi-view samples) for postprocessing and the metric."""
-        self._pending.append(self._pool.submit(self._finish, sample, outputs, meta))
+        self._queue(self._finish, sample, outputs, meta)
+
+    def _queue(self, fn: Callable, *args: Any) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
         while len(self._pending) > self.window or (self._pending and self._pending[0].done()):
             self._pending.popleft().result()
             self._tick()
 
     def skip(self, sample: Sample, reason: str) -> None:
-        """Count ``sample`` as skipped (unreadable) and go on."""
+        """Count ``sample`` as skipped (unreadable) and go on (stored as skipped, in order)."""
         self.skipped.append((sample.key, sample.path, reason))
-        self._tick()
+        if self.store is None:
+            self._tick()
+        else:
+            self._queue(self.store.skip, sample.key, sample.path, reason)
+
+    def submit_stored(self, sample: Sample, stored: Any) -> None:
+        """Score a sample an earlier run stored (its compact prediction, or a :class:`Skip`), in order."""
+        self.n_stored += 1
+        if isinstance(stored, Skip):
+            self.skipped.append((sample.key, stored.path, stored.reason))
+            self._tick()
+            return
+        self.n_done += 1
+        self._queue(self._finish_stored, sample, stored)
 
     def drain(self) -> None:
         """Wait for every queued sample (re-raises a postprocessing error)."""
@@ -269,7 +304,11 @@ class _Scoring:
             self._tick()
 
     def close(self) -> None:
+        """Stop the scoring thread and write the store's last chunk (also after an error or an interrupt: what was
+        scored is valid and a resume need not redo it)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.store is not None:
+            self.store.flush()
         if self.bar is not None:
             self.bar.close()
 
@@ -281,22 +320,25 @@ class _Scoring:
 
 
 def _score(recipe: Recipe, data: ImageDataset, session: Any, feed, *, bs: int, accumulator, progress: bool,
-           keep: int) -> RunResult:
-    """Run ``feed(scoring)`` (one of the two paths) inside a scoring stage and return its RunResult."""
+           keep: int, store: PredictionStore | None = None) -> RunResult:
+    """Run ``feed(scoring)`` (one of the paths) inside a scoring stage and return its RunResult."""
     name = getattr(session, "name", "?")
     scoring = _Scoring(recipe, data, accumulator, keep=keep, window=2 * max(bs, 1), progress=progress,
-                       desc=f"{recipe.name} [{name}]")
+                       desc=f"{recipe.name} [{name}]", store=store)
     try:
         feed(scoring)
         scoring.drain()
     finally:
         scoring.close()
-    return scoring.result(len(data), bs, name)
+    result = scoring.result(len(data), bs, name)
+    result.n_stored = scoring.n_stored
+    return result
 
 
 def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None,
                   prep_threads: int | None = None, limit: int | None = None, progress: bool = True, keep: int = 0,
-                  prefetch: int | None = None, prep_processes: int | None = None) -> RunResult:
+                  prefetch: int | None = None, prep_processes: int | None = None,
+                  store: PredictionStore | None = None) -> RunResult:
     """Evaluate ``dataset`` (first ``limit`` samples) through the backend ``session`` (``run(batch)``).
 
     ``bs`` counts views (a two-view sample occupies two rows). With a static-batch session ``bs`` must equal its
@@ -304,6 +346,10 @@ def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1
     (None: :func:`default_prep_threads` for the session's resource in the backend registry), at most ``prefetch``
     samples ahead (None: max(2 bs, 4 workers)). ``prep_processes`` (opt-in, e.g. where threads stop scaling on the
     GIL) preprocesses in that many worker processes instead of threads: same order, same results.
+
+    ``store``: each sample's compact prediction is written into it; samples it already holds (an interrupted run
+    being resumed) are not read or inferred but scored from it, in dataset order, so the metrics are those of an
+    uninterrupted run.
     """
     from .errors import BackendError, ZooinferError
 
@@ -335,21 +381,32 @@ def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1
                     sample, meta, n_views, per_view = entry
                     scoring.submit(sample, per_view[0] if n_views == 1 else per_view, meta)
 
+        stored = set(store.done) if store is not None else set()
         pre_pool, submit = _prep_pool(recipe, n_threads, prep_processes)
+
+        def start(sample: Sample):  # a stored sample needs no reading: it waits in line as itself
+            return sample if sample.key in stored else submit(sample)
+
         with pre_pool:
             it = iter(data)
-            inflight: deque[Future] = deque()
+            inflight: deque = deque()
             for _ in range(window):
                 nxt = next(it, None)
                 if nxt is None:
                     break
-                inflight.append(submit(nxt))
+                inflight.append(start(nxt))
             slot_id = 0
             while inflight:
-                sample, views, meta, err, t_read, t_pre = inflight.popleft().result()
+                head = inflight.popleft()
                 nxt = next(it, None)
                 if nxt is not None:
-                    inflight.append(submit(nxt))
+                    inflight.append(start(nxt))
+                if isinstance(head, Sample):  # stored: every sample before it goes to scoring first
+                    if batcher.owners:
+                        infer_flush()
+                    scoring.submit_stored(head, store.get(head.key))
+                    continue
+                sample, views, meta, err, t_read, t_pre = head.result()
                 timer.add("read", t_read)
                 if err is not None:
                     scoring.skip(sample, err)
@@ -367,18 +424,25 @@ def run_inference(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1
             if batcher.owners:
                 infer_flush()
 
-    return _score(recipe, data, session, feed, bs=bs, accumulator=accumulator, progress=progress, keep=keep)
+    return _score(recipe, data, session, feed, bs=bs, accumulator=accumulator, progress=progress, keep=keep,
+                  store=store)
 
 
 def score_stored(recipe: Recipe, dataset: ImageDataset, reader, *, bs: int = 1, accumulator=None,
-                 limit: int | None = None, progress: bool = True, keep: int = 0) -> RunResult:
+                 limit: int | None = None, progress: bool = True, keep: int = 0,
+                 store: PredictionStore | None = None) -> RunResult:
     """Score outputs computed elsewhere (e.g. on an Ascend NPU by ais_bench): ``reader.read(key)`` gives one
     sample's outputs (``bins.OutputReader``); no inference. Preprocessing runs only for its meta (decoded sizes...);
     a sample whose result files are missing or unreadable is skipped. ``bs`` only sizes the scoring queue."""
     data = dataset.subset(limit)
 
+    stored = set(store.done) if store is not None else set()
+
     def feed(scoring: _Scoring) -> None:
         for sample in data:
+            if sample.key in stored:
+                scoring.submit_stored(sample, store.get(sample.key))
+                continue
             if sample.info.get("missing"):
                 scoring.skip(sample, str(sample.info["missing"]))
                 continue
@@ -394,19 +458,44 @@ def score_stored(recipe: Recipe, dataset: ImageDataset, reader, *, bs: int = 1, 
             scoring.submit(sample, outputs, meta)
             scoring.n_done += 1
 
-    return _score(recipe, data, reader, feed, bs=bs, accumulator=accumulator, progress=progress, keep=keep)
+    return _score(recipe, data, reader, feed, bs=bs, accumulator=accumulator, progress=progress, keep=keep,
+                  store=store)
+
+
+def rescore(recipe: Recipe, dataset: ImageDataset, store: PredictionStore, *, accumulator=None,
+            progress: bool = False, backend: str = "stored") -> RunResult:
+    """The metrics of the predictions ``store`` holds for ``dataset``'s samples, fed in dataset order into
+    ``accumulator`` (default: a fresh ``recipe.new_accumulator(dataset)``): no model, no images. Every sample must
+    be stored (predicted or skipped); the error names the missing ones."""
+    from .errors import ZooinferError
+
+    missing = [s.key for s in dataset if s.key not in store]
+    if missing:
+        raise ZooinferError(f"{store.folder.parent}: {len(missing)} of {len(dataset)} samples have no stored "
+                            f"prediction (first: {', '.join(missing[:3])}); resume that run to complete it "
+                            "(resume=<run folder>)")
+
+    def feed(scoring: _Scoring) -> None:
+        for sample in dataset:
+            scoring.submit_stored(sample, store.get(sample.key))
+
+    session = type("Stored", (), {"name": backend})()
+    return _score(recipe, dataset, session, feed, bs=1, accumulator=accumulator, progress=progress, keep=0)
 
 
 def run(recipe: Recipe, dataset: ImageDataset, session, *, bs: int = 1, accumulator=None,
         prep_threads: int | None = None, limit: int | None = None, progress: bool = True, keep: int = 0,
-        prefetch: int | None = None, prep_processes: int | None = None) -> RunResult:
-    """Evaluate ``dataset`` (first ``limit`` samples) and return metrics, timings, skips.
+        prefetch: int | None = None, prep_processes: int | None = None,
+        store: PredictionStore | None = None) -> RunResult:
+    """Evaluate ``dataset`` (first ``limit`` samples) and return metrics, timings, skips; with a ``store``, write
+    every sample's compact prediction into it and take those it already holds from it (a resume).
 
     ``session`` is a backend session (``run(batch)``: :func:`run_inference`) or a reader of stored results
     (``read(key)``, e.g. ``bins.OutputReader``: :func:`score_stored`, preprocessing threads and prefetch unused).
     """
     if reads_stored_results(session):
         return score_stored(recipe, dataset, session, bs=bs, accumulator=accumulator, limit=limit,
-                            progress=progress, keep=keep)
+                            progress=progress, keep=keep, store=store)
     return run_inference(recipe, dataset, session, bs=bs, accumulator=accumulator, prep_threads=prep_threads,
-                         limit=limit, progress=progress, keep=keep, prefetch=prefetch, prep_processes=prep_processes)
+                         limit=limit, progress=progress, keep=keep, prefetch=prefetch, prep_processes=prep_processes,
+                         store=store)

@@ -57,8 +57,19 @@ def default_output_root() -> Path:
     return Path("outputs")
 
 
+_RUN_IDS: set[str] = set()
+
+
 def new_run_id(model: str) -> str:
-    return f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{model}-{os.getpid()}"
+    """``<yyyymmdd-hhmmss>-<model>-<pid>``; a second run of this process in the same second gets ``-2``, ``-3``...
+    before the pid (the pid stays last: ``zooinfer list`` reads it to tell a running run)."""
+    stamp = f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{model}"
+    run_id, n = f"{stamp}-{os.getpid()}", 1
+    while run_id in _RUN_IDS:
+        n += 1
+        run_id = f"{stamp}-{n}-{os.getpid()}"
+    _RUN_IDS.add(run_id)
+    return run_id
 
 
 class RunDir:
@@ -69,8 +80,10 @@ class RunDir:
     """
 
     def __init__(self, model: str, root: str | os.PathLike | None = None, run_id: str | None = None, *,
-                 path: str | os.PathLike | None = None):
-        self.owned = path is None
+                 path: str | os.PathLike | None = None, owned: bool | None = None):
+        """``owned``: whether :meth:`finalize` renames a given ``path`` (default: only a folder made here; a run that
+        resumes an interrupted run's partial folder by itself owns it)."""
+        self.owned = path is None if owned is None else owned
         if path is not None:
             self.path = Path(path)
             self.final = self.path.with_name(self.path.name.lstrip(".").removesuffix(".partial"))
@@ -174,8 +187,11 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[str]) -> list[dict]:
-    """Ours vs the published reference (and other published revisions), in percent, with the delta."""
+def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[str],
+                  intervals: dict | None = None) -> list[dict]:
+    """Ours vs the published reference (and other published revisions), in percent, with the delta; with
+    ``intervals`` ({metric: (lo, hi)} fractions, a subset's 95% intervals) also ``ci95_%`` and whether the
+    reference lies inside it."""
     rows = []
     for k in headline:
         ours = metrics.get(k)
@@ -183,6 +199,11 @@ def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[
         row = {"metric": k, "ours_%": None if ours is None else round(100 * ours, 2),
                "published_%": None if ref is None else round(100 * ref, 3),
                "delta_pts": None if ours is None or ref is None else round(100 * (ours - ref), 2)}
+        if intervals is not None:
+            ci = intervals.get(k)
+            row["ci95_%"] = None if ci is None or ci[0] is None else f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+            row["published_in_ci"] = None if ci is None or ci[0] is None or ref is None else \
+                bool(ci[0] <= ref <= ci[1])
         for label, vals in published.other:
             if k in vals:
                 row[label] = round(100 * vals[k], 2)
@@ -200,6 +221,9 @@ def meaningful(config: "RunConfig", recipe: "Recipe | None" = None) -> tuple[boo
         why.append("the data is the tiny embedded sample (no data_root given)")
     if config.limit is not None:
         why.append(f"only the first {config.limit} images are evaluated (limit={config.limit})")
+    if config.subset is not None:
+        why.append(f"a random subset of {config.subset} images is evaluated (subset={config.subset}, "
+                   f"seed={config.seed}): the figures are estimates, each with its 95% interval")
     if recipe is not None and recipe.incomparable_because:
         why.append(recipe.incomparable_because)
     return (not why, "; ".join(why))
@@ -270,7 +294,9 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
         "accuracy": res.metrics if res else None,
         "published": {"reference": r.published.accuracy, "source": r.published.source,
                       "other": [{"source": s, **v} for s, v in r.published.other]},
-        "accuracy_vs_published": accuracy_rows(res.metrics, r.published, r.headline) if res else None,
+        "accuracy_vs_published": accuracy_rows(res.metrics, r.published, r.headline,
+                                               getattr(res, "intervals", None)) if res else None,
+        "intervals_95": getattr(res, "intervals", None) if res else None,
         "throughput": bench_rows,
         "best_batch_size": bench.best_batch([row for row in bench_rows if row["backend"] == config.backend]),
         "ratios": bench.ratios(bench_rows, config.backend, config.bs, res),
@@ -278,6 +304,7 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
         "stage_timings": res.stage_table() if res else None,
         "end_to_end": {"images_per_s": res.throughput, "wall_s": res.wall_s, "bs": res.batch_size} if res else None,
         "shards": res.shards if res else None,
+        "predictions": getattr(res, "stored", None) if res else None,
         "onnx": steps.exported.as_dict() if steps.exported is not None else {},
         "checkpoint": {"file": config.weights or "synthetic",
                        "md5": prepared.weights_md5 if prepared is not None else None,
@@ -285,7 +312,8 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
                        "md5_matches": md5_matches},
         "dataset": {"root": str(dataset.root) if dataset else None, "embedded": config.embedded,
                     "images": res.n_samples if res else None, "evaluated": res.n_done if res else None,
-                    "limit": config.limit,
+                    "limit": config.limit, "subset": config.subset, "seed": config.seed if config.subset else None,
+                    "subset_keys": [s.key for s in config.select(dataset)] if dataset and config.subset else None,
                     "rejected_files": [{"path": p, "reason": w} for p, w in getattr(dataset, "rejected", [])]},
         "backend": {"name": config.backend, "device": session.get("device"), "providers": session.get("providers"),
                     "threads": session.get("threads")},

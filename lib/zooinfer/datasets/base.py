@@ -55,6 +55,19 @@ class ImageDataset:
             return self
         return replace(self, samples=self.samples[: int(limit)])
 
+    def sample(self, n: int, seed: int = 0) -> "ImageDataset":
+        """A random subset of ``n`` samples drawn without replacement by ``numpy.random.default_rng(seed)``, kept in
+        dataset order (the same ``n`` and ``seed`` give the same samples on every machine); all when ``n`` is not
+        smaller than the dataset."""
+        import numpy as np
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DatasetError(f"subset must be an integer >= 1, got {n!r}")
+        if n >= len(self.samples):
+            return self
+        picked = np.sort(np.random.default_rng(seed).choice(len(self.samples), size=n, replace=False))
+        return replace(self, samples=[self.samples[i] for i in picked])
+
     def shard(self, index: int, count: int) -> "ImageDataset":
         """Deterministic contiguous shard ``index`` of ``count`` (dataset order is kept inside a shard)."""
         n = len(self.samples)

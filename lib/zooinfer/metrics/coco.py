@@ -275,6 +275,16 @@ def _evaluate(detections: Any, ann_file: Any, *, img_ids: Iterable[int] | None, 
     return out, {k: ev.eval[k] for k in _EVAL_KEYS if k in ev.eval}
 
 
+def result_rows(results: Any) -> np.ndarray:
+    """COCO result dicts (``image_id``, ``category_id``, ``bbox`` [x, y, w, h], ``score``) -> float64 rows
+    ``[image_id, x, y, w, h, score, category_id]``, (N, 7): exact for Python floats; what a detection recipe stores
+    and sends back from scale-out workers (``Recipe.compact``), and what :class:`CocoAccumulator` keeps."""
+    if isinstance(results, np.ndarray):
+        return np.asarray(results, dtype=np.float64).reshape(-1, 7)
+    return np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in results],
+                    dtype=np.float64).reshape(-1, 7)
+
+
 def _default_image_id(sample: Any) -> int | None:
     """Image id of a dataset sample: ``info['image_id']``, an int ``target`` / ``target['image_id']``, or a
     numeric ``key`` (COCO file stems such as ``000000000139``)."""
@@ -327,11 +337,10 @@ class CocoAccumulator:
         """``detections``: this image's list of COCO result dicts (or (N, 7) rows). Kept as float64 rows
         ``[image_id, x, y, w, h, score, category_id]`` (exact for Python floats), not as dicts."""
         if isinstance(detections, np.ndarray):
-            rows = np.asarray(detections, dtype=np.float64).reshape(-1, 7)
+            rows = result_rows(detections)
         else:
             try:
-                rows = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in detections],
-                                dtype=np.float64).reshape(-1, 7)
+                rows = result_rows(detections)
             except (KeyError, TypeError, ValueError) as e:
                 raise MetricInputError(f"COCO detections of {getattr(sample, 'key', sample)!r}: each must be a dict with "
                                        f"image_id, category_id, bbox [x, y, w, h] and score ({type(e).__name__}: {e})"
@@ -371,3 +380,8 @@ class CocoAccumulator:
     def write_artifacts(self, folder: Any) -> list:
         """The run's files besides metrics.json: none for COCO (the hook every evaluator has)."""
         return []
+
+
+#: the metric parameters a COCO recipe takes (``Recipe.metric_options``: notebook parameters; a rescore may change them)
+COCO_METRIC_OPTIONS = (("evaluator", "pycocotools", "COCO evaluator: pycocotools, faster-coco-eval (optional, 5x "
+                        "faster) or auto"),)

@@ -599,3 +599,8 @@ class WiderFaceAccumulator:
         <image>.txt`` (:meth:`write_submission`, the guide's format; what the MATLAB tool and other evaluators
         read). Returns the paths written at the top of ``folder``."""
         return [self.write_submission(Path(folder) / "submission")]
+
+
+#: the metric parameters a WIDER FACE recipe takes (``Recipe.metric_options``: notebook parameters; a rescore may
+#: change them without running the model again)
+WIDER_METRIC_OPTIONS = (("iou_thresh", IOU_THRESH, "IoU a detection needs to match a face (official: 0.5)"),)

@@ -162,6 +162,9 @@ class Recipe:
     incomparable_because: str | None = None
     #: options -> a variant of this recipe (e.g. PyramidBox at another canvas); None: the model has no variants
     make_variant: Callable[..., "Recipe"] | None = None
+    #: metric parameters ``new_accumulator(dataset, **options)`` takes, as (name, default, comment): notebook
+    #: parameters a rescore may change without running the model again (e.g. WIDER FACE's IoU threshold)
+    metric_options: tuple[tuple[str, Any, str], ...] = ()
 
     @property
     def input_name(self) -> str:
@@ -175,6 +178,39 @@ class Recipe:
         info = getattr(sample, "info", None) or {}
         out.update({k: info[k] for k in self.sample_meta if k in info})
         return out
+
+    def metric_values(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` metric options with text from a command line converted to the default's type ("0.4" -> 0.4);
+        unknown names are refused."""
+        from ..errors import ZooinferError
+
+        defaults = {n: d for n, d, _ in self.metric_options}
+        out = {}
+        for name, value in given.items():
+            if name not in defaults:
+                raise ZooinferError(f"model {self.name!r} has no metric parameter {name!r}"
+                                    + (f" (it has: {', '.join(defaults)})" if defaults else ""))
+            default = defaults[name]
+            if isinstance(default, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ZooinferError(f"metric parameter {name!r} must be a number, got {value!r}") from None
+            elif isinstance(default, str) and not isinstance(value, str):
+                raise ZooinferError(f"metric parameter {name!r} must be a name (text), got {value!r}")
+            out[name] = value
+        return out
+
+    def with_metric_options(self, **options: Any) -> "Recipe":
+        """This recipe with its accumulator built with ``options`` (the defaults where not given); no options:
+        itself."""
+        if not options:
+            return self
+        from dataclasses import replace
+
+        values = self.metric_values(options)
+        base = self.new_accumulator
+        return replace(self, new_accumulator=lambda dataset: base(dataset, **values))
 
     def variant(self, **options: Any) -> "Recipe":
         """This recipe with model options applied (``NotebookSpec.extra`` names them); no options: itself."""

@@ -10,7 +10,7 @@ import numpy as np
 from .head import M2DET512, coco_xywh_plus_one, m2det_decode, m2det_select
 from ...datasets.coco import coco2014_sample_root, id_from_file_name, open_coco2014_minival
 from ...transforms import read_bgr_resized_minus_mean
-from ...metrics.coco import COCO80_TO_91, STAT_NAMES, CocoAccumulator
+from ...metrics.coco import COCO80_TO_91, COCO_METRIC_OPTIONS, STAT_NAMES, CocoAccumulator, result_rows
 from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build
 
@@ -76,20 +76,14 @@ def postprocess(outputs: list[np.ndarray], meta: dict) -> list[dict]:
             for r in detections(outputs, meta).tolist()]
 
 
-def compact(prediction: list[dict]) -> np.ndarray:
-    """Result dicts -> float64 rows ``[image_id, x, y, w, h, score, category_id]`` (exact; what workers send back)."""
-    return np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in prediction],
-                    dtype=np.float64).reshape(-1, 7)
-
-
 open_dataset = dataset_opener(open_coco2014_minival, coco2014_sample_root)
 
 
-def new_accumulator(dataset) -> CocoAccumulator:
+def new_accumulator(dataset, evaluator: str = "pycocotools") -> CocoAccumulator:
     """pycocotools bbox evaluation on the annotation file as loaded (real areas), over every listed image that was
     predicted (all 5,000 normally; images without ground truth count: their detections are false positives)."""
     return CocoAccumulator(dataset.extra["annotations"], img_ids=[s.info["image_id"] for s in dataset],
-                           predicted_only=True)
+                           predicted_only=True, evaluator=evaluator)
 
 
 _GUIDE = "Ascend M2Det README"
@@ -146,9 +140,10 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=new_accumulator,
+    metric_options=COCO_METRIC_OPTIONS,
     notebook=NOTEBOOK,
     headline=STAT_NAMES,
-    compact=compact,
+    compact=result_rows,
     notes=(
         "vgg16_reducedfc.pth, which the guide also downloads, is not needed: upstream init_net loads it into the "
         "backbone only to initialise it before m2det512_vgg.pth overwrites every tensor (strict load of all 887 "

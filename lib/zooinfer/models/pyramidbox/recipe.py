@@ -23,7 +23,7 @@ from .head import PYRAMIDBOX_CFG, pyramidbox_detect, pyramidbox_priors
 from ...datasets.widerface import open_widerface_val, widerface_sample_root
 from ...transforms import letterbox, read_rgb
 from ...errors import MetricInputError
-from ...metrics.widerface import WiderFaceAccumulator
+from ...metrics.widerface import IOU_THRESH, WIDER_METRIC_OPTIONS, WiderFaceAccumulator
 from ...recipes.base import Acceptance, BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build, feature_sizes
 
@@ -197,9 +197,12 @@ def postprocess(outputs: Sequence[Any], meta: dict, fp16: bool = FP16_ROWS) -> n
 open_dataset = dataset_opener(open_widerface_val, widerface_sample_root)
 
 
-def new_accumulator(dataset) -> WiderFaceAccumulator:
-    """The WIDER FACE evaluator over ``dataset``'s images (the whole ground truth for a whole val set)."""
-    return WiderFaceAccumulator.for_dataset(dataset)
+def new_accumulator(dataset, iou_thresh: float = IOU_THRESH) -> WiderFaceAccumulator:
+    """The WIDER FACE evaluator over ``dataset``'s images (the whole ground truth for a whole val set), matching at
+    ``iou_thresh`` (the official 0.5)."""
+    if not 0 < iou_thresh <= 1:
+        raise MetricInputError(f"metric parameter 'iou_thresh' must be in (0, 1], got {iou_thresh!r}")
+    return WiderFaceAccumulator.for_dataset(dataset, iou_thresh=iou_thresh)
 
 
 # ------------------------------------------------------------------------------------------------ the recipe
@@ -338,6 +341,7 @@ def make_recipe(canvas: int = CANVAS, shape_free: bool = True) -> Recipe:
         postprocess=postprocess,
         open_dataset=open_dataset,
         new_accumulator=new_accumulator,
+        metric_options=WIDER_METRIC_OPTIONS,
         headline=("easy", "medium", "hard"),
         dynamic_axes=axes,
         incomparable_because=None if canvas == CANVAS else f"the letterbox is {canvas}x{canvas}, not the guide's 1000x1000",

@@ -11,7 +11,7 @@ from PIL import Image
 from .head import ssd_decode, ssd_select
 from ...datasets.coco import coco_sample_root, id_from_file_name, open_coco2017_val
 from ...transforms import normalize_chw, read_pil_rgb, to_unit_chw
-from ...metrics.coco import COCO80_TO_91, CocoAccumulator
+from ...metrics.coco import COCO80_TO_91, COCO_METRIC_OPTIONS, CocoAccumulator, result_rows
 from ...recipes.base import BenchPlan, NotebookSpec, PerfRow, Published, Recipe, dataset_opener
 from .network import build
 
@@ -79,11 +79,11 @@ def postprocess(outputs: list[np.ndarray], meta: dict) -> list[dict]:
 open_dataset = dataset_opener(open_coco2017_val, coco_sample_root)
 
 
-def new_accumulator(dataset) -> CocoAccumulator:
+def new_accumulator(dataset, evaluator: str = "pycocotools") -> CocoAccumulator:
     """pycocotools bbox evaluation on the in-memory bbox-only annotation view, over the images that were predicted
     (all 4,952 selected ones normally; fewer when images are missing on disk or with ``limit``: then warned)."""
     return CocoAccumulator(dataset.extra["annotations"], img_ids=[s.info["image_id"] for s in dataset],
-                           predicted_only=True)
+                           predicted_only=True, evaluator=evaluator)
 
 
 _GUIDE = "Ascend SSD-Resnet34 README"
@@ -147,6 +147,8 @@ RECIPE = Recipe(
     postprocess=postprocess,
     open_dataset=open_dataset,
     new_accumulator=new_accumulator,
+    metric_options=COCO_METRIC_OPTIONS,
+    compact=result_rows,
     notebook=NOTEBOOK,
     headline=("AP",),
     notes=(

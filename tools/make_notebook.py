@@ -35,6 +35,9 @@ PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("backend", "onnxruntime", "onnxruntime | ort-cuda | ort-tensorrt | torch | torch-cuda | acl | bins"),
     ("bs", 8, "batch size of the evaluation run"),
     ("limit", None, "evaluate only the first N images (None: all)"),
+    ("subset", None, "evaluate a random N images instead (figures with 95% intervals; None: all)"),
+    ("seed", 0, "the seed that draws the subset"),
+    ("resume", None, "an interrupted run's folder to continue (only the samples it did not store run)"),
     ("static_batch", False, "export the ONNX graph with a fixed batch of bs (as the OM files are)"),
     ("precision", "fp32", "fp32, or fp16 where the backend can run it (ort-tensorrt)"),
     ("batch_sizes", [1, 8], "pure-inference sweep"),
@@ -55,7 +58,7 @@ PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("scenarios", [], "MLPerf LoadGen scenarios, e.g. [\"SingleStream\", \"Offline\", \"Server\"]; [] skips"),
     ("latency_bound_ms", None, "the Server scenario's p99 bound in ms (None: 3x the SingleStream p90)"),
 )
-#: the model options go after this parameter
+#: the model options go after this parameter, the metric parameters (``Recipe.metric_options``) after the model options
 OPTIONS_AFTER = "limit"
 
 INTRO = """# {title}: checkpoint -> ONNX -> {steps} -> speed
@@ -191,6 +194,7 @@ def parameters(recipe: Any) -> list[tuple[str, Any, str]]:
         rows.append((name, value, comments[name] if name in comments else comment.format(**facts)))
         if name == OPTIONS_AFTER:
             rows += [(n, v, c) for n, v, c in spec.extra]
+            rows += [(n, v, c) for n, v, c in recipe.metric_options]
     return rows
 
 

@@ -6,6 +6,8 @@
     zooinfer run dpn131 -f params/dpn131.yaml -p weights /data/dpn131-7af84be88.pth -p data_root /data/imagenet
     zooinfer export dpn131 --weights FILE --out dpn131.onnx [--bs 8]
     zooinfer bins dpn131 --data-root /data/imagenet --out ./prep_bin    .bin + .info inputs for ais_bench / benchmark
+    zooinfer run dpn131 --resume outputs/dpn131/.<run-id>.partial    continue an interrupted run (its parameters)
+    zooinfer rescore outputs/pyramidbox/<run-id> -p iou_thresh 0.4  the metrics again from the stored predictions
     zooinfer clean [--yes]                          list (and remove) the partial folders of interrupted runs
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ RUN_EXIT_HELP = """exit status:
        inside the notebook also the cell it stopped in and where the executed notebook is
   3    the run is complete but skipped more than 5% of its images (unreadable, or named by the ground truth and
        missing on disk): the accuracy does not describe the dataset (metrics.json "skipped")
-  130  interrupted (Ctrl-C); the partial run folder is printed (zooinfer clean lists and removes such folders)"""
+  130  interrupted (Ctrl-C); the partial run folder is printed: zooinfer run MODEL --resume FOLDER continues it
+       (only the samples it did not store run), zooinfer clean lists and removes such folders"""
 #: notebook parameters that name a file or folder: relative paths are the caller's, resolved before the notebook
 #: runs (papermill runs it in the checkout)
 PATH_PARAMETERS = ("weights", "data_root", "onnx_path", "om_path", "results_dir", "output_root")
@@ -165,6 +168,13 @@ def run_parameters(args: argparse.Namespace) -> dict:
         params.update(_read_parameter_file(f))
     for key, value in args.param or []:
         params[key] = _parse_value(value)
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if params.get("resume") not in (None, resume):
+            raise ZooinferError(f"--resume {resume} and -p resume {params['resume']} disagree; give one")
+        params["resume"] = resume
+    if params.get("resume") not in (None, "", "none", "None"):
+        params = {**resumed_parameters(params["resume"], getattr(args, "model", None)), **params}
     owned = [k for k in CLI_OWNED if k in params]
     if owned:
         raise ZooinferError(f"parameter {owned[0]!r} is set by zooinfer run ({CLI_OWNED[owned[0]]})")
@@ -178,12 +188,36 @@ def run_parameters(args: argparse.Namespace) -> dict:
         print(f"warning: parameter 'workers' is now called {RENAMED['workers']!r}; 'workers' will stop working",
               file=sys.stderr)
         params["processes"] = value
-    for key in PATH_PARAMETERS:
+    for key in (*PATH_PARAMETERS, "resume"):
         value = params.get(key)
         if isinstance(value, str) and value not in ("", "none", "None"):
             params[key] = str(Path(value).expanduser().absolute())
     params.setdefault("progress", False)
     return params
+
+
+#: parameters of an interrupted run that a resume does not take over (the command sets or decides them anew)
+NOT_RESUMED = ("model", "run_dir", "resume", "progress")
+
+
+def resumed_parameters(folder: str, model: str | None) -> dict:
+    """The parameters the interrupted run in ``folder`` was started with (its ``predictions/fingerprint.json``),
+    under the ones given now: ``zooinfer run MODEL --resume FOLDER`` alone continues it as it was; a parameter given
+    that changes its predictions is refused when the run starts, naming the difference. Only the notebook's
+    parameters are taken (``check_notebook_parameters``)."""
+    from .config import check_resumable
+    from .store import PredictionStore
+
+    check_resumable(folder)
+    stored = PredictionStore.open(folder).fingerprint
+    if model is not None and stored.get("model") != model:
+        raise ZooinferError(f"--resume {folder} is a run of {stored.get('model')!r}, not of {model!r}: zooinfer run "
+                            f"{stored.get('model')} --resume {folder}")
+    nb = _notebook(stored["model"])
+    import papermill as pm
+
+    known = set(pm.inspect_notebook(str(nb)))
+    return {k: v for k, v in (stored.get("parameters") or {}).items() if k in known and k not in NOT_RESUMED}
 
 
 def check_notebook_parameters(notebook: Path, params: dict) -> None:
@@ -306,10 +340,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         RunConfig.from_parameters({**params, "model": args.model, "output_root": str(root)})
-    run_id = new_run_id(args.model)
-    final = root / args.model / run_id
-    partial = final.with_name(f".{run_id}.partial")
-    partial.mkdir(parents=True)
+    if params.get("resume") not in (None, "", "none", "None"):
+        partial = Path(params["resume"])  # the interrupted run's folder: this command renames it when complete
+        final = partial.with_name(partial.name.lstrip(".").removesuffix(".partial"))
+    else:
+        run_id = new_run_id(args.model)
+        final = root / args.model / run_id
+        partial = final.with_name(f".{run_id}.partial")
+        partial.mkdir(parents=True)
     params["run_dir"] = str(partial)  # the notebook writes metrics.json and plots here; this command renames it
     out_nb = partial / f"{args.model}.ipynb"
     try:
@@ -317,8 +355,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             progress_bar=not args.quiet, cwd=str(_checkout()),
                             kernel_manager_class=_logged_kernel_manager(partial / "kernel.log"))
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the partial run is in {partial} (zooinfer list shows it, zooinfer clean --yes "
-              "removes it)", file=sys.stderr)
+        print(f"\ninterrupted; the partial run is in {partial}: zooinfer run {args.model} --resume {partial} "
+              "continues it (zooinfer clean --yes removes it)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except pm.PapermillExecutionError as e:
         return _notebook_failed(e, out_nb, partial)
@@ -338,6 +376,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in sorted(p.name for p in final.iterdir()):
         print(f"  {name}")
     return _after_run(final)
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    """The metrics again from a run's stored predictions, with other metric parameters: no model, no images
+    (the dataset's annotations are read). Writes ``<run>/rescored/<id>/`` (metrics.json, report.md) beside the
+    run's own report."""
+    from .rescore import rescore_run
+
+    overrides = {key: _parse_value(value) for key, value in args.param or []}
+    folder = rescore_run(args.run, overrides, progress=not args.quiet)
+    print((folder / "report.md").read_text())
+    print(f"rescored report: {folder}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -421,7 +472,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-root", help="parent of <model>/<run-id>/ (default: the checkout's outputs/)")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     run.add_argument("-q", "--quiet", action="store_true", help="no papermill cell progress bar")
+    run.add_argument("--resume", metavar="FOLDER",
+                     help="continue the interrupted run in FOLDER (outputs/<model>/.<run-id>.partial): only the "
+                          "samples it did not store run, with its parameters unless given again; refused, naming "
+                          "the difference, if the checkpoint, dataset, recipe or backend settings differ")
     run.set_defaults(fn=cmd_run)
+    rs = sub.add_parser("rescore", help="recompute a run's metrics from its stored predictions (no model, no images)",
+                        description="Recompute the metrics of a run from its stored predictions (predictions/) with "
+                                    "other metric parameters, e.g. -p iou_thresh 0.4 (WIDER FACE) or -p evaluator "
+                                    "faster-coco-eval (COCO). No model and no images are needed; the dataset's "
+                                    "annotations are read from the run's data_root. Writes <run>/rescored/<id>/ "
+                                    "(metrics.json, report.md) beside the run's own report.")
+    rs.add_argument("run", help="the run folder (outputs/<model>/<run-id>)")
+    rs.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="a metric parameter, e.g. -p iou_thresh 0.4")
+    rs.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rs.set_defaults(fn=cmd_rescore)
     ex = sub.add_parser("export", help="export the ONNX file (and print the atc command)")
     ex.add_argument("model")
     ex.add_argument("--weights", help="published checkpoint file (default: synthetic weights)")

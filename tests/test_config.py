@@ -188,3 +188,27 @@ def test_11_bins_needs_a_results_folder_with_result_files(tmp_path):
         RunConfig.from_parameters({"model": "dpn131", "backend": "bins", "results_dir": str(tmp_path)})
     (tmp_path / "x_0.bin").write_bytes(b"\0" * 4000)
     assert RunConfig.from_parameters({"model": "dpn131", "backend": "bins", "results_dir": str(tmp_path)})
+
+
+def test_subset_and_seed_select_a_reproducible_random_subset():
+    config = RunConfig.from_parameters({"model": "dpn131", "subset": "4", "seed": "3"})
+    assert (config.subset, config.seed) == (4, 3)
+    ds = config.recipe().open_dataset(None)
+    picked = [s.key for s in config.select(ds)]
+    assert picked == [s.key for s in config.select(ds)] and len(picked) == 4
+    assert picked != [s.key for s in ds.subset(4)] or len(ds) == 4
+    with pytest.raises(ZooinferError, match="'limit' .* and 'subset' .* both select samples; give one"):
+        RunConfig.from_parameters({"model": "dpn131", "subset": 4, "limit": 2})
+    with pytest.raises(ZooinferError, match="parameter 'seed' must be an integer >= 0"):
+        RunConfig(model="dpn131", seed=-1)
+
+
+def test_metric_parameters_are_the_recipes_and_reach_its_accumulator():
+    config = RunConfig.from_parameters({"model": "pyramidbox", "iou_thresh": "0.4"})
+    assert config.metric_options == (("iou_thresh", 0.4),) and config.parameters()["iou_thresh"] == 0.4
+    recipe = config.recipe()
+    assert recipe.new_accumulator(recipe.open_dataset(None)).iou_thresh == 0.4
+    with pytest.raises(ZooinferError, match="unknown parameter 'iou_thresh' for dpn131"):
+        RunConfig.from_parameters({"model": "dpn131", "iou_thresh": 0.4})
+    with pytest.raises(ZooinferError, match="metric parameter 'iou_thresh' must be a number"):
+        RunConfig.from_parameters({"model": "pyramidbox", "iou_thresh": "half"})

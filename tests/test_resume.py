@@ -105,13 +105,13 @@ def test_sigkill_in_the_middle_then_resume_gives_the_uninterrupted_metrics(tmp_p
     recipe = topk_recipe()
     resumed = pipeline.run(recipe, data, _session(str(tiny_onnx)), bs=2, store=store, progress=False)
     assert resumed.n_stored == at_kill  # only the missing samples ran
-    assert len(PredictionStore.open(run)) == N_IMAGES
+    assert len(PredictionStore.open(run, writable=False)) == N_IMAGES
     whole = pipeline.run(recipe, data, _session(str(tiny_onnx)), bs=2, progress=False)
     assert resumed.metrics == whole.metrics
     assert resumed.accumulator.keys == whole.accumulator.keys  # and in dataset order
     np.testing.assert_array_equal(resumed.accumulator.ranks, whole.accumulator.ranks)
     # the rescore from the completed store alone agrees as well
-    assert pipeline.rescore(recipe, data, PredictionStore.open(run)).metrics == whole.metrics
+    assert pipeline.rescore(recipe, data, PredictionStore.open(run, writable=False)).metrics == whole.metrics
 
 
 class _Interrupting:

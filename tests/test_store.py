@@ -136,3 +136,25 @@ def test_a_chunk_is_written_after_flush_s_even_when_not_full(tmp_path):
     store.add("a", np.zeros(1))
     assert store.chunks_written == 1
     assert json.loads((store.folder / INDEX).read_text().splitlines()[0])["keys"] == ["a"]
+
+
+def test_two_writers_never_share_a_store(tmp_path):
+    first = PredictionStore.create(tmp_path, {})
+    with pytest.raises(ZooinferError, match="another process is writing this run now"):
+        PredictionStore.open(tmp_path)
+    reader = PredictionStore.open(tmp_path, writable=False)  # readers (zooinfer list, rescore) may look
+    with pytest.raises(ZooinferError, match="opened read-only"):
+        reader.write_chunk([("a", np.zeros(1))])
+    first.release()
+    PredictionStore.open(tmp_path).add("a", np.zeros(1))
+
+
+def test_a_read_only_open_changes_nothing_on_disk(tmp_path):
+    store = PredictionStore.create(tmp_path, {}, chunk_size=1)
+    store.add("a", np.zeros(1))
+    store.release()
+    (store.folder / "index.jsonl").write_text("")  # as if the kill came before the index line
+    (store.folder / ".chunk-000002.npz.tmp9").write_bytes(b"x")
+    reader = PredictionStore.open(tmp_path, writable=False)
+    assert list(reader.done) == ["a"]
+    assert (store.folder / "index.jsonl").read_text() == "" and (store.folder / ".chunk-000002.npz.tmp9").exists()

@@ -105,8 +105,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"\n{len(partials)} partial run folder(s) (interrupted or failed runs; zooinfer clean --yes removes "
               "them):")
         for p in partials:
-            print(f"  {p}" + ("  (running)" if _running(p) else ""))
+            print(f"  {p}" + ("  (running)" if _running(p) else f"  {_resumable(p)}"))
     return 0
+
+
+def _resumable(partial: Path) -> str:
+    """'(120 of 5000 samples stored: zooinfer run MODEL --resume FOLDER continues it)', or '' without a store."""
+    from .store import PredictionStore
+
+    try:
+        store = PredictionStore.open(partial, writable=False)
+        fingerprint = store.fingerprint
+    except (ZooinferError, OSError, ValueError):
+        return ""
+    total = (fingerprint.get("selection") or {}).get("samples", "?")
+    return (f"({len(store)} of {total} samples stored: zooinfer run {fingerprint.get('model')} --resume {partial} "
+            "continues it)")
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -209,7 +223,7 @@ def resumed_parameters(folder: str, model: str | None) -> dict:
     from .store import PredictionStore
 
     check_resumable(folder)
-    stored = PredictionStore.open(folder).fingerprint
+    stored = PredictionStore.open(folder, writable=False).fingerprint
     if model is not None and stored.get("model") != model:
         raise ZooinferError(f"--resume {folder} is a run of {stored.get('model')!r}, not of {model!r}: zooinfer run "
                             f"{stored.get('model')} --resume {folder}")

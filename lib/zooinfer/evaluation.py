@@ -343,6 +343,7 @@ class Evaluation:
 
             import_ray()  # before exporting or writing anything: a missing Ray is said at once
         store = self.prediction_store(data)
+        store.acquire()
         try:
             if cfg.distributed:
                 from .distributed import evaluate_distributed
@@ -363,6 +364,8 @@ class Evaluation:
                             f"`{store.folder}`. `resume=\"{store.folder.parent}\"` continues it (only the missing "
                             "samples run).")
             raise
+        finally:
+            store.release()
         if not result.kept and self.steps.run is not None:  # evaluated again from the store: keep the plots' samples
             result.kept = self.steps.run.kept
         result.stored = {"folder": str(store.folder), "samples": len(store), "chunks_written": store.chunks_written,

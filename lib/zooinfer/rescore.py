@@ -26,7 +26,7 @@ RESCORED = "rescored"
 def stored_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, dict]:
     """The configuration a run in ``folder`` had (from its stored predictions' fingerprint), with ``overrides`` of
     its metric parameters; and the fingerprint. Any other override is refused: it would change the predictions."""
-    store = PredictionStore.open(folder)
+    store = PredictionStore.open(folder, writable=False)
     fingerprint = store.fingerprint
     params = dict(fingerprint.get("parameters") or {})
     from . import recipes
@@ -61,7 +61,7 @@ def rescore_run(folder: str | Path, overrides: dict[str, Any] | None = None, *, 
         raise ZooinferError(f"the dataset at {config.data_root or 'the embedded sample'} no longer lists the samples "
                             f"the run in {folder} evaluated ({selection.get('samples')} then, {len(data)} now): "
                             "its annotations changed; rescore against the dataset the run had")
-    store = PredictionStore.open(folder)
+    store = PredictionStore.open(folder, writable=False)
     result = pipeline.rescore(recipe, data, store, progress=progress)
     before = _run_metrics(folder)
     changed = {k: v for k, v in dict(config.metric_options).items()}

@@ -22,8 +22,9 @@ def backends_and_precision(ev: Any, variants: Sequence[str], *, reference: str =
     from .viz import compare as vc
 
     cfg = ev.config
-    cmp = zc.compare(ev.recipe, ev.dataset, list(variants), reference=reference, bs=cfg.bs,
-                     limit=limit if limit is not None else cfg.limit, onnx_path=ev.onnx_path, model=ev.model,
+    samples = ev.dataset if limit is not None else cfg.select(ev.dataset)  # the run's own samples (limit / subset)
+    cmp = zc.compare(ev.recipe, samples, list(variants), reference=reference, bs=cfg.bs,
+                     limit=limit, onnx_path=ev.onnx_path, model=ev.model,
                      calibration=calibration, threads=cfg.threads, om_path=cfg.om_path, device_id=cfg.device_id)
     figures: list = []
     locs: dict[str, Any] = {}
@@ -58,7 +59,7 @@ def under_load(ev: Any, scenarios: Sequence[str], *, latency_bound_ms: float | N
     bound = {} if latency_bound_ms is None else {"latency_bound_ms": float(latency_bound_ms)}
     settings = loadgen.LoadSettings.quick(**bound) if quick else loadgen.LoadSettings(**bound)
     session = ev.session_for()
-    data = ev.dataset.subset(ev.config.limit)
+    data = ev.config.select(ev.dataset)
     run = loadgen.run_scenarios(ev.recipe, data, session, bs=ev.config.bs, settings=settings,
                                 scenarios=[loadgen.scenario_name(s) for s in scenarios], log_dir=log_dir,
                                 accuracy=accuracy, reference_metrics=ev.result.metrics if ev.result else None)

@@ -205,8 +205,10 @@ class PredictionStore:
         self._last_flush = time.monotonic()
         self._cache: OrderedDict[str, dict] = OrderedDict()
         self._next = 1
-        #: chunks written by this process, and samples in them
+        #: chunks written by this process
         self.chunks_written = 0
+        self.writable = True
+        self._lock_file = None
 
     # ---------------------------------------------------------------------------------------- opening
     @classmethod
@@ -217,12 +219,16 @@ class PredictionStore:
             raise ZooinferError(f"{folder} already holds stored predictions; resume that run (resume={run_folder}) "
                                 "or write into a new run folder")
         folder.mkdir(parents=True, exist_ok=True)
+        store = cls(folder, **kwargs)
+        store._lock()
         _write_json(folder / FINGERPRINT, fingerprint)
-        return cls(folder, **kwargs)
+        return store
 
     @classmethod
-    def open(cls, run_folder: str | os.PathLike, **kwargs: Any) -> "PredictionStore":
-        """The store of an earlier run (``run_folder`` or its ``predictions`` folder), with what it holds indexed."""
+    def open(cls, run_folder: str | os.PathLike, *, writable: bool = True, **kwargs: Any) -> "PredictionStore":
+        """The store of an earlier run (``run_folder`` or its ``predictions`` folder), with what it holds indexed.
+        ``writable``: to go on writing (a resume): refused while another process writes it, and what a kill left
+        (an unindexed chunk, temporary files) is repaired on disk; else read only, nothing on disk changes."""
         run_folder = Path(run_folder)
         folder = run_folder if run_folder.name == FOLDER else run_folder / FOLDER
         if not (folder / FINGERPRINT).is_file():
@@ -230,8 +236,41 @@ class PredictionStore:
                                 "folder of a run made by this version of zooinfer (outputs/<model>/<run-id> or its "
                                 ".<run-id>.partial folder)")
         store = cls(folder, **kwargs)
+        store.writable = writable
+        if writable:
+            store._lock()
         store._read_index()
         return store
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on ``.lock`` until :meth:`release` (or the process ends, killed included): two
+        writers never share one store."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        if self._lock_file is not None:
+            return
+        self._lock_file = open(self.folder / ".lock", "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise ZooinferError(f"{self.folder.parent}: another process is writing this run now; wait for it to "
+                                "end (or stop it) before resuming it") from None
+
+    def acquire(self) -> None:
+        """Take the writer's lock again after :meth:`release` (a second evaluation into the same store)."""
+        if self.writable:
+            self._lock()
+
+    def release(self) -> None:
+        """Write what is buffered and let another writer (a resume) have the store."""
+        self.flush()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     @property
     def fingerprint(self) -> dict:
@@ -260,11 +299,13 @@ class PredictionStore:
         for path in sorted(self.folder.glob("chunk-*.npz")):
             if path.name not in indexed:  # written, but the kill came before its index line
                 keys = list(self._load(path.name))
-                self._index_line(path.name, keys, 0)
+                if self.writable:
+                    self._index_line(path.name, keys, 0)
                 for k in keys:
                     self.done[k] = path.name
-        for tmp in self.folder.glob(".chunk-*.tmp*"):  # half-written chunk files of a killed run
-            tmp.unlink(missing_ok=True)
+        if self.writable:
+            for tmp in self.folder.glob(".chunk-*.tmp*"):  # half-written chunk files of a killed run
+                tmp.unlink(missing_ok=True)
         numbers = [int(p.stem.split("-")[1]) for p in self.folder.glob("chunk-*.npz")]
         self._next = max(numbers, default=0) + 1
 
@@ -293,6 +334,8 @@ class PredictionStore:
     def write_chunk(self, records: list[tuple[str, Any]]) -> str:
         """Write ``records`` ((key, compact prediction or :class:`Skip`)) as the next chunk, atomically, and index
         it; returns its file name. Keys already stored are refused (a sample is never counted twice)."""
+        if not self.writable:
+            raise ZooinferError(f"{self.folder}: opened read-only (PredictionStore.open(writable=False))")
         again = [k for k, _ in records if k in self.done]
         if again:
             raise ZooinferError(f"stored predictions: {len(again)} sample(s) are already stored (first: {again[0]})")
@@ -314,8 +357,8 @@ class PredictionStore:
             f.write(json.dumps({"chunk": name, "n": len(keys), "skipped": skipped, "keys": keys}) + "\n")
 
     def close(self) -> None:
-        """Write what is buffered."""
-        self.flush()
+        """Write what is buffered and release the writer's lock (:meth:`release`)."""
+        self.release()
 
     # ---------------------------------------------------------------------------------------- reading
     def _load(self, name: str) -> dict[str, Any]:

@@ -89,3 +89,17 @@ def test_run_passes_its_folder_and_writes_the_report_without_code(tmp_path, monk
     full, short = (final / "dpn131.html").read_text(), (final / "dpn131-report.html").read_text()
     assert "from_parameters" in full and "from_parameters" not in short and "BANNER: not meaningful" in short
     assert f"report: {final}" in capsys.readouterr().out
+
+
+def test_list_says_how_much_of_an_interrupted_run_is_stored_and_how_to_resume_it(tmp_path, capsys):
+    import numpy as np
+
+    from zooinfer.store import PredictionStore
+
+    partial = tmp_path / "pcb" / ".20261202-000000-pcb-999999999.partial"
+    store = PredictionStore.create(partial, {"model": "pcb", "selection": {"samples": 17}})
+    store.add("a", np.zeros(3))
+    store.close()
+    assert cli.main(["list", "--output-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"(1 of 17 samples stored: zooinfer run pcb --resume {partial} continues it)" in out

@@ -105,7 +105,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"\n{len(partials)} partial run folder(s) (interrupted or failed runs; zooinfer clean --yes removes "
               "them):")
         for p in partials:
-            print(f"  {p}" + ("  (running)" if _running(p) else f"  {_resumable(p)}"))
+            note = "(running)" if _running(p) else _resumable(p)
+            print(f"  {p}" + (f"  {note}" if note else ""))
     return 0
 
 

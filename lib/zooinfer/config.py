@@ -171,8 +171,10 @@ class RunConfig:
     profile_ops: bool = False
     #: inference threads (None: the backend's default, physical cores)
     threads: int | None = None
-    #: preprocessing threads per process (None: a quarter of the CPUs)
+    #: preprocessing threads per process (None: a quarter of the CPUs for a CPU backend, all but one for a GPU/NPU)
     prep_threads: int | None = None
+    #: preprocess in this many worker processes instead of threads (None: threads; for where threads stop scaling)
+    prep_processes: int | None = None
     #: processes evaluating shards of the dataset (more than 1 uses Ray)
     processes: int = 1
     #: Ray cluster to join ("auto" or host:port); None: a local Ray instance when processes > 1
@@ -225,6 +227,10 @@ class RunConfig:
                                 "N) both select samples; give one")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ZooinferError(f"parameter 'seed' must be an integer >= 0, got {self.seed!r}")
+        if self.prep_processes is not None and (isinstance(self.prep_processes, bool) or
+                                                not isinstance(self.prep_processes, int) or self.prep_processes < 1):
+            raise ZooinferError(f"parameter 'prep_processes' must be None or an integer >= 1, "
+                                f"got {self.prep_processes!r}")
         if not isinstance(self.processes, int) or self.processes < 1:
             raise ZooinferError(f"parameter 'processes' must be an integer >= 1, got {self.processes!r}")
         if self.precision not in PRECISIONS:
@@ -399,14 +405,14 @@ class RunConfig:
 def _normalise(values: dict[str, Any]) -> dict[str, Any]:
     """Command-line and YAML spellings of parameter values -> the field types (see ``from_parameters``)."""
     out = dict(values)
-    for key in (*OPTIONAL_TEXT, "limit", "subset", "threads", "prep_threads"):
+    for key in (*OPTIONAL_TEXT, "limit", "subset", "threads", "prep_threads", "prep_processes"):
         if key in out:
             out[key] = _none_if_empty(out[key])
     for key in OPTIONAL_TEXT:
         if out.get(key) is not None:
             out[key] = str(out[key])
     for key, minimum in (("bs", 1), ("limit", 1), ("subset", 1), ("seed", 0), ("threads", 1), ("prep_threads", 1),
-                         ("device_id", 0), ("keep", 0)):
+                         ("prep_processes", 1), ("device_id", 0), ("keep", 0)):
         if out.get(key) is not None:
             out[key] = _integer(key, out[key], minimum)
     if "processes" in out:  # None (a YAML "null") means the default: one process

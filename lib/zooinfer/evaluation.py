@@ -356,7 +356,8 @@ class Evaluation:
                 if self.session is None:
                     self.session = self.session_for()
                 result = pipeline.run(self.recipe, data, self.session, bs=cfg.bs, prep_threads=cfg.prep_threads,
-                                      progress=cfg.progress, keep=cfg.keep, store=store)
+                                      prep_processes=cfg.prep_processes, progress=cfg.progress, keep=cfg.keep,
+                                      store=store)
                 info = _session_info(self.session)
         except BaseException:
             if len(store):

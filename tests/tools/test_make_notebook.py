@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "make_notebook.py"
 
 #: the parameters cell's names in order, before the model's options are inserted after ``limit``
-COMMON = ["model", "weights", "data_root", "backend", "bs", "limit", "static_batch", "precision", "batch_sizes",
-          "bench_min_time", "profile_ops", "prep_threads", "processes", "ray_address", "threads", "device_id",
+COMMON = ["model", "weights", "data_root", "backend", "bs", "limit", "subset", "seed", "resume", "static_batch",
+          "precision", "batch_sizes", "bench_min_time", "profile_ops", "prep_threads", "prep_processes", "processes", "ray_address", "threads", "device_id",
           "om_path", "results_dir", "output_root", "run_dir", "progress", "compare", "calibration", "scenarios",
           "latency_bound_ms"]
 
@@ -117,18 +117,19 @@ def test_parameters_cell(generated):
         assert cell.metadata["tags"] == ["parameters"]
         values = _assignments(cell.source)
         options = [n for n, _, _ in spec.extra]
+        metric = [n for n, _, _ in recipe.metric_options]
         at = COMMON.index("limit") + 1
-        assert list(values) == COMMON[:at] + options + COMMON[at:]
-        assert set(values) - set(options) <= config_fields
+        assert list(values) == COMMON[:at] + options + metric + COMMON[at:]
+        assert set(values) - set(options) - set(metric) <= config_fields
         assert values["model"] == name
-        for key, value in spec.defaults + tuple((n, v) for n, v, _ in spec.extra):
+        for key, value in spec.defaults + tuple((n, v) for n, v, _ in spec.extra + recipe.metric_options):
             assert values[key] == value, (name, key)
         for line in cell.source.splitlines():
             assert " # " in line and line.split(" # ", 1)[1].strip(), line
         assert recipe.checkpoint_file in cell.source and spec.data_root_help in cell.source
         cfg = RunConfig.from_parameters(values)  # every name is a parameter the run accepts
         assert cfg.model == name and cfg.bs == values["bs"] and dict(cfg.model_options) == \
-            {n: values[n] for n in options}
+            {n: values[n] for n in options} and dict(cfg.metric_options) == {n: values[n] for n in metric}
     m2det = _assignments(nbformat.read(generated / "m2det.ipynb", as_version=4).cells[1].source)
     assert (m2det["bs"], m2det["limit"], m2det["batch_sizes"]) == (2, 4, [1])
     pyramidbox = _assignments(nbformat.read(generated / "pyramidbox.ipynb", as_version=4).cells[1].source)

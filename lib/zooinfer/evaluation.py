@@ -371,6 +371,9 @@ class Evaluation:
             result.kept = self.steps.run.kept
         result.stored = {"folder": str(store.folder), "samples": len(store), "chunks_written": store.chunks_written,
                          "from_interrupted_run": result.n_stored, "resumed_from": cfg.resume}
+        if result.n_stored:
+            report.show(f"Resumed `{cfg.resume}`: {result.n_stored} samples scored from its stored predictions, "
+                        f"{result.n_samples - result.n_stored} run now.")
         if cfg.subset is not None and result.n_done:
             result.intervals = _intervals(result.accumulator)
         self.steps = replace(self.steps, run=result, session_info=info)

@@ -89,6 +89,17 @@ class TopKAccumulator:
         out["n_images"] = len(self._ranks)
         return out
 
+    def intervals(self, level: float = 0.95, resamples: int = 200,
+                  seed: int = 0) -> dict[str, tuple[float, float] | None]:
+        """Wilson ``level`` interval (fractions) of each top-k rate ``compute()`` returns (``top1`` .. ``top5``);
+        the samples are the trials. ``resamples`` / ``seed`` are unused (no bootstrap: the interval is closed-form).
+        Every key maps to None when no sample was received."""
+        from .intervals import wilson
+
+        ranks = self.ranks
+        return {f"top{k}": wilson(int(np.count_nonzero(ranks < k)), len(ranks), level) if len(ranks) else None
+                for k in range(1, MAX_K + 1)}
+
     @property
     def ranks(self) -> np.ndarray:
         """(N,) int64 position (0-based) of each sample's label among its top ``MAX_K`` classes (``MAX_K``: not

@@ -279,9 +279,12 @@ def evaluate(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: An
 
 
 def _evaluate(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
-              topk: tuple[int, ...]) -> tuple[dict[str, float], np.ndarray]:
-    """``evaluate``'s figures and the (CMC_TOPK,) float64 CMC curve they are read from."""
+              topk: tuple[int, ...], per_query: list | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """``evaluate``'s figures and the (CMC_TOPK,) float64 CMC curve they are read from; ``per_query``: a list that
+    receives :func:`_stats`' per-query ``first`` and ``ap`` arrays."""
     first, ap, n_valid = _stats(distmat, q_pids, g_pids, q_camids, g_camids)
+    if per_query is not None:
+        per_query[:] = [first, ap]
     curve = np.bincount(first[(first >= 0) & (first < CMC_TOPK)], minlength=CMC_TOPK)[:CMC_TOPK].cumsum() / n_valid
     out = {f"top{k}": float(curve[k - 1]) for k in topk}
     out["mAP"] = float(np.mean(ap[~np.isnan(ap)]))
@@ -352,6 +355,8 @@ class ReidAccumulator:
         #: the (CMC_TOPK,) CMC curve behind top-1/5/10, kept by :meth:`compute` for the plots; None before it
         self.cmc: np.ndarray | None = None
         self._cmc_counts: tuple[int, int] | None = None  # (queries, gallery) the kept curve was computed over
+        #: per-query (first valid match position, AP) of the last compute(), for :meth:`intervals` (16 B a query)
+        self._per_query: list = []
 
     # ------------------------------------------------------------------------------------------------ streaming
     def update(self, sample: Any, feature: np.ndarray) -> None:
@@ -434,10 +439,43 @@ class ReidAccumulator:
     def compute(self) -> dict[str, float]:
         """CMC top-1/5/10, mAP (fractions), valid-query count and split sizes; keeps the CMC curve (:attr:`cmc`)."""
         out, self.cmc = _evaluate(self.distances(), self.q_pids, self.g_pids, self.q_camids, self.g_camids,
-                                  (1, 5, 10))
+                                  (1, 5, 10), per_query=self._per_query)
         self._cmc_counts = (len(self.q_pids), len(self.g_pids))
         out["n_query"], out["n_gallery"] = len(self.q_pids), len(self.g_pids)
         return out
+
+    def _query_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(num_query,) first valid match positions (-1: none) and APs (NaN: no valid match), in arrival order:
+        those of the last compute(), or computed now (none yet, or features arrived since)."""
+        if not self._per_query or self._cmc_counts != (len(self.q_pids), len(self.g_pids)):
+            first, ap, _ = _stats(self.distances(), self.q_pids, self.g_pids, self.q_camids, self.g_camids)
+            return first, ap
+        return self._per_query[0], self._per_query[1]
+
+    def weighted_figures(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """top1 / top5 / top10 / mAP (fractions) with the queries weighted: ``weights`` (R, num_query), one row per
+        resample (e.g. :func:`~zooinfer.metrics.intervals.bootstrap_weights`); each figure is a weighted mean over
+        the valid queries (those with a match in another camera); (R,) arrays, NaN where a row weights no valid
+        query. All-ones weights give compute()'s figures."""
+        from .intervals import weighted_ratio
+
+        first, ap = self._query_stats()
+        valid = first >= 0
+        out = {f"top{k}": weighted_ratio(weights, valid & (first < k), valid) for k in (1, 5, 10)}
+        out["mAP"] = weighted_ratio(weights, np.where(valid, ap, 0.0), valid)
+        return out
+
+    def intervals(self, level: float = 0.95, resamples: int = 200,
+                  seed: int = 0) -> dict[str, tuple[float, float] | None]:
+        """Percentile-bootstrap ``level`` intervals (fractions) of top1 / top5 / top10 / mAP: the queries are
+        resampled with replacement (``resamples`` times, draws from ``seed``; the gallery stays fixed), queries
+        without a valid match included (they count in no figure, so the number of valid queries varies as it
+        would over random query subsets). Reuses the per-query results of compute() (or computes them): the
+        bootstrap itself is a (resamples x num_query) matrix product, milliseconds at full Market-1501 size."""
+        from .intervals import bootstrap_weights, percentile_intervals
+
+        w = bootstrap_weights(len(self.q_pids), resamples, seed)
+        return percentile_intervals(self.weighted_figures(w), level)
 
     def cmc_curve(self, topk: int = 20) -> np.ndarray:
         """(topk,) CMC, Market-1501 configuration (the values behind top-1/5/10): the curve :meth:`compute` kept,

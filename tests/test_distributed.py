@@ -1,24 +1,28 @@
-"""Scale-out with Ray: 2 local workers give the single-process figures exactly; injected faults are retried without
-losing or duplicating a shard; a shard that always fails is a clear error; no Ray -> how to install it."""
+"""Scale-out with Ray: 2 local workers (actors) over small chunks give the single-process figures exactly; a failed
+chunk (raised, or its worker process killed) is repeated alone, once per failure, without losing or duplicating a
+sample; a chunk that always fails is a clear error; chunks land in the prediction store and a resume hands out only
+the missing samples; no Ray -> how to install it."""
 from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from zooinfer import export, pipeline
+from zooinfer import distributed, export, pipeline
 from zooinfer.backends import open_session, registry
 from zooinfer.config import RunConfig
-from zooinfer.distributed import (Ledger, ShardSpec, _local_onnx, _task_resources, cpus_per_task,
-                                  evaluate_distributed, ship_file)
+from zooinfer.distributed import (Ledger, WorkerSpec, _local_onnx, _task_resources, cpus_per_task,
+                                  default_chunk_size, evaluate_distributed, ship_file)
 from zooinfer.datasets.base import ImageDataset, Sample
 from zooinfer.errors import ZooinferError
 from zooinfer.evaluation import Evaluation
 from zooinfer.metrics.classification import MAX_K, TopKAccumulator, compact_logits
+from zooinfer.store import PredictionStore, Skip
 
 from conftest import TinyNet, make_recipe
 
@@ -151,18 +155,59 @@ def test_an_onnx_backend_needs_the_drivers_onnx_file(tiny_ev_parts):
         evaluate_distributed(RunConfig(model="tiny", processes=2), tiny_recipe(), tiny_ev_parts[0])
 
 
+def test_default_chunk_size_gives_several_chunks_per_worker_of_at_least_four_batches():
+    assert default_chunk_size(50_000, 16, 4) == 256  # capped: 196 chunks, ~12 per worker
+    assert default_chunk_size(3226, 4, 1) == 101  # WIDER FACE val over 4 workers: 32 chunks
+    assert default_chunk_size(9, 2, 2) == 8 and default_chunk_size(0, 2, 2) == 8  # at least 4 batches
+    assert default_chunk_size(10_000, 2, 1) == 256 and default_chunk_size(1000, 2, 1) == 63
+    assert default_chunk_size(100_000, 1, 128) == 512  # 4 batches beat the cap
+
+
+def test_the_fault_hook_is_read_from_the_environment(monkeypatch, tmp_path):
+    assert distributed._fault_hook() == {}
+    monkeypatch.setenv(distributed.FAIL_ENV, "3, 5")
+    assert distributed._fault_hook() == {"chunks": [3, 5], "mode": "raise", "once": None}
+    monkeypatch.setenv(distributed.FAIL_MODE_ENV, "exit")
+    monkeypatch.setenv(distributed.FAIL_ONCE_ENV, str(tmp_path))
+    fail = distributed._fault_hook()
+    assert fail == {"chunks": [3, 5], "mode": "exit", "once": str(tmp_path)}
+    distributed._inject_fault(fail, 4)  # not listed: nothing happens
+    (tmp_path / "chunk-3.failed").touch()
+    distributed._inject_fault(fail, 3)  # listed, but its one failure happened already (marker file)
+    with pytest.raises(distributed.InjectedFault, match="injected failure of chunk 5"):
+        distributed._inject_fault({**fail, "mode": "raise"}, 5)
+    assert (tmp_path / "chunk-5.failed").is_file()
+    distributed._inject_fault({**fail, "mode": "raise"}, 5)  # once
+    monkeypatch.setenv(distributed.FAIL_MODE_ENV, "segfault")
+    with pytest.raises(ZooinferError, match="expected raise or exit"):
+        distributed._fault_hook()
+    monkeypatch.setenv(distributed.FAIL_ENV, "two")
+    with pytest.raises(ZooinferError, match="expected chunk numbers"):
+        distributed._fault_hook()
+
+
+def attempts(res) -> list[int]:
+    return [c["attempts"] for c in res.chunks]
+
+
 def test_two_workers_equal_one_process(ray, tiny_ev_parts, single):
-    res = tiny_evaluation(tiny_ev_parts, 2).evaluate()
+    """Through Evaluation (which passes its prediction store): the default chunk size (4 batches of 2 -> 8)."""
+    ev = tiny_evaluation(tiny_ev_parts, 2)
+    res = ev.evaluate()
     ds = tiny_ev_parts[0]
     assert res.shards is res.workers  # the old name still reads
     assert res.metrics == single.metrics and 0 < res.metrics["top1"] < 1 and res.metrics["n_images"] == 9
     assert res.accumulator.keys == [s.key for s in ds] == single.accumulator.keys
-    assert res.n_done == res.n_samples == 9 and not res.skipped
-    assert [(r["shard"], r["samples"], r["first"], r["attempts"]) for r in res.shards] == \
-           [(0, 4, "img0", 1), (1, 5, "img4", 1)]
-    assert {r["cpus"] for r in res.shards} == {1} and {r["threads"] for r in res.shards} == {1}
+    assert res.n_done == res.n_samples == 9 and not res.skipped and res.n_stored == 0
+    assert [(c["chunk"], c["samples"], c["first"], c["last"], c["attempts"]) for c in res.chunks] == \
+           [(0, 8, "img0", "img7", 1), (1, 1, "img8", "img8", 1)]
+    assert sum(r["chunks"] for r in res.shards) == 2 and sum(r["samples"] for r in res.shards) == 9
+    assert sum(r["n_done"] for r in res.shards) == 9 and {r["state"] for r in res.shards} == {"ok"}
+    assert {r["cpus"] for r in res.shards} == {1} and {r["threads"] for r in res.shards if r["chunks"]} == {1}
     assert {r["cores"] for r in res.shards} == {None}  # not pinned unless asked
-    assert sum(r["n_done"] for r in res.shards) == 9
+    assert len({r["where"] for r in res.shards}) == len(res.shards) <= 2
+    # every chunk landed in the run's store, which holds every sample once
+    assert res.stored["samples"] == 9 and res.stored["chunks_written"] == 2
     # full predictions are kept for plots, in dataset order, and equal to the single-process ones
     assert [s.key for s, _ in res.kept] == [s.key for s, _ in single.kept] == ["img0", "img1", "img2", "img3"]
     for (_, a), (_, b) in zip(res.kept, single.kept):
@@ -170,14 +215,42 @@ def test_two_workers_equal_one_process(ray, tiny_ev_parts, single):
     assert res.timer.items["infer"] == 9
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_ev_parts):
+    """The single-process pipeline.run over the nine images (no Ray, no store)."""
+    ds, model, onnx_path = tiny_ev_parts
+    return pipeline.run(tiny_recipe(None, ds, model), ds, open_session("onnxruntime", onnx_path=onnx_path), bs=2,
+                        progress=False, keep=4)
+
+
+def test_small_chunks_equal_pipeline_run(ray, tiny_ev_parts, reference):
+    ds, model, onnx_path = tiny_ev_parts
+    res = evaluate_distributed(tiny_config(tiny_ev_parts, 2), tiny_recipe(None, ds, model), ds, chunk_size=2)
+    assert res.metrics == reference.metrics and res.accumulator.keys == reference.accumulator.keys
+    assert [(c["samples"], c["first"], c["attempts"]) for c in res.chunks] == \
+           [(2, "img0", 1), (2, "img2", 1), (2, "img4", 1), (2, "img6", 1), (1, "img8", 1)]
+    assert sum(r["chunks"] for r in res.shards) == 5 and sum(r["samples"] for r in res.shards) == 9
+    assert res.n_done == 9 and res.n_stored == 0 and res.timer.items["infer"] == 9
+    assert [s.key for s, _ in res.kept] == ["img0", "img1", "img2", "img3"]  # from the first two chunks
+    for (_, a), (_, b) in zip(res.kept, reference.kept):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert 0 < res.wall_s and all(r["busy_s"] > 0 for r in res.shards if r["chunks"])
+
+
 def test_limit_more_workers_than_samples_and_pinning(ray, tiny_ev_parts, monkeypatch):
     monkeypatch.setenv("ZOOINFER_PIN_CORES", "1")
-    res = tiny_evaluation(tiny_ev_parts, 4, limit=3).evaluate()
+    ds, model, _ = tiny_ev_parts
+    res = evaluate_distributed(tiny_config(tiny_ev_parts, 4, limit=3), tiny_recipe(None, ds, model), ds,
+                               chunk_size=1)
     assert res.n_samples == 3 and res.accumulator.keys == ["img0", "img1", "img2"]
-    assert [r["samples"] for r in res.shards] == [1, 1, 1]  # shard 0 of 4 is empty: no task for it
+    assert attempts(res) == [1, 1, 1]
+    # 3 chunks for 4 processes: 3 workers asked; 2 fit the 2 CPUs (1 CPU each)
+    assert 1 <= len(res.shards) <= 2 and sum(r["samples"] for r in res.shards) == 3
     allowed = os.sched_getaffinity(0)
-    for r in res.shards:  # 1 CPU per task: each ran on one core of its own
-        assert r["cpus"] == 1 and r["cores"] is not None and int(r["cores"]) in allowed
+    for r in res.shards:  # 1 CPU per worker: each ran on one core of its own
+        if r["chunks"]:
+            assert r["cpus"] == 1 and r["cores"] is not None and int(r["cores"]) in allowed
+    assert len({r["cores"] for r in res.shards if r["chunks"]}) == len([r for r in res.shards if r["chunks"]])
     assert os.sched_getaffinity(0) == allowed
 
 
@@ -187,37 +260,131 @@ def test_cpus_per_task_fit_the_nodes():
     assert cpus_per_task([16, 16], 2) == 16 and cpus_per_task([4, 2], 3) == 2
 
 
-def test_ledger_hands_out_disjoint_core_blocks():
+def test_ledger_hands_out_disjoint_core_blocks_and_counts_attempts():
     led = Ledger()
     assert [led.claim("n1", 2), led.claim("n1", 2), led.claim("n1", 2), led.claim("n2", 2)] == [0, 1, None, 0]
     led.release("n1", 0)
     assert led.claim("n1", 2) == 0
-    assert [led.started(3, "a"), led.started(3, "b")] == [1, 2]
-    led.failed(3, 1, "boom")
-    assert led.summary() == ({3: ["a", "b"]}, {3: {1: "boom"}})
+    assert led.started_count(3) == 0
+    assert [led.started(3, "a"), led.started(3, "b")] == [1, 2] and led.started_count(3) == 2
+    led.progress(3, 5)
+    led.progress(4, 2)
+    assert led.progress_total() == 7
+    assert led.summary() == {3: ["a", "b"]}
 
 
-def test_a_dying_and_a_raising_worker_are_retried_once(ray, tiny_ev_parts, single, faults):
-    (faults / "once-die-img1").touch()  # shard 0 (img0-3): its process is killed mid-shard
-    (faults / "once-raise-img6").touch()  # shard 1 (img4-8): raises mid-shard
-    res = tiny_evaluation(tiny_ev_parts, 2, faults).evaluate()
+@pytest.mark.parametrize("mode", ["raise", "exit"])
+def test_an_injected_failure_repeats_only_its_chunk(ray, tiny_ev_parts, reference, tmp_path, monkeypatch, mode):
+    """The test hook fails chunk 2's first attempt: by raising, or by killing its worker process (the worker is
+    replaced; the chunk queued behind it on that worker never started and is handed out again at no cost)."""
+    monkeypatch.setenv(distributed.FAIL_ENV, "2")
+    monkeypatch.setenv(distributed.FAIL_MODE_ENV, mode)
+    monkeypatch.setenv(distributed.FAIL_ONCE_ENV, str(tmp_path))
+    ds, model, _ = tiny_ev_parts
+    store = PredictionStore.create(tmp_path / "run", {})
+    res = evaluate_distributed(tiny_config(tiny_ev_parts, 2), tiny_recipe(None, ds, model), ds, chunk_size=2,
+                               store=store)
+    assert (tmp_path / "chunk-2.failed").is_file()  # the fault fired
+    assert attempts(res) == [1, 1, 2, 1, 1]
+    assert res.metrics == reference.metrics and res.accumulator.keys == reference.accumulator.keys
+    assert res.n_done == 9 and len(store) == 9 and store.chunks_written == 5  # none lost, none twice
+    reason = res.chunks[2]["reasons"]
+    failed = [r for r in res.shards if r["failed"]]
+    assert len(failed) == 1 and failed[0]["retry_reasons"] == f"chunk 2: {reason}"
+    assert sum(r["retried"] for r in res.shards) == 1
+    if mode == "raise":
+        assert reason == "InjectedFault: injected failure of chunk 2 (ZOOINFER_FAIL_CHUNK)"
+        assert {r["state"] for r in res.shards} == {"ok"}
+    else:
+        assert reason == "the worker process died"
+        assert failed[0]["state"] == "replaced (died)"
+        # the repeat ran on another worker than the dead one (its replacement, or the other worker)
+        tried, ran = res.chunks[2]["workers"].split(", ")
+        assert tried.split(" ")[0] != ran.split(" ")[0]
+
+
+def test_a_repeat_goes_to_another_worker_unless_it_is_the_only_one():
+    disp = object.__new__(distributed._Dispatcher)
+    a, b = (distributed._Worker(i, 0, None) for i in (0, 1))
+    c0, c1 = distributed._Chunk(0, [0], 0, avoid="w0"), distributed._Chunk(1, [1], 0)
+    disp.pending = deque([c0, c1])
+    assert disp._pick(a, others=True) is c1 and list(disp.pending) == [c0]  # w0 skips the chunk that failed on it
+    assert disp._pick(a, others=True) is None
+    assert disp._pick(a, others=False) is c0 and not disp.pending  # the only live worker takes it
+    disp.pending = deque([c0])
+    assert disp._pick(b, others=True) is c0
+
+
+def test_a_dying_and_a_raising_sample_are_repeated_once(ray, tiny_ev_parts, reference, faults):
+    (faults / "once-die-img1").touch()  # chunk 0 (img0-1): its process is killed mid-chunk
+    (faults / "once-raise-img6").touch()  # chunk 3 (img6-7): raises mid-chunk
+    ds, model, _ = tiny_ev_parts
+    res = evaluate_distributed(tiny_config(tiny_ev_parts, 2), tiny_recipe(faults, ds, model), ds, chunk_size=2)
     assert not list(faults.iterdir())  # both faults fired
-    assert res.metrics == single.metrics and res.accumulator.keys == single.accumulator.keys  # none lost or twice
-    assert res.n_done == 9 and len(res.accumulator.keys) == 9
-    assert [(r["attempts"], r["retries"]) for r in res.shards] == [(2, 1), (2, 1)]
-    assert "worker process died" in res.shards[0]["retry_reasons"]
-    assert "RuntimeError: injected failure on img6" in res.shards[1]["retry_reasons"]
+    assert res.metrics == reference.metrics and res.accumulator.keys == reference.accumulator.keys
+    assert res.n_done == 9 and attempts(res) == [2, 1, 1, 2, 1]
+    assert res.chunks[0]["reasons"] == "the worker process died"
+    assert res.chunks[3]["reasons"] == "RuntimeError: injected failure on img6"
 
 
-def test_a_shard_that_always_fails_names_its_samples(ray, tiny_ev_parts, faults, tmp_path):
+def test_a_chunk_that_always_fails_names_its_samples(ray, tiny_ev_parts, faults, tmp_path):
     (faults / "raise-img5").touch()
     ev = tiny_evaluation(tiny_ev_parts, 2, faults, output_root=str(tmp_path / "out"))
     with pytest.raises(ZooinferError) as err:
         ev.evaluate()
     msg = str(err.value)
-    assert "shard 2 of 2 (5 samples: img4, img5, img6, ... (+2 more)) failed 3 time(s)" in msg
+    assert "chunk 0 of 2 (numbered from 0; 8 samples: img0, img1, img2, ... (+5 more)) failed 3 time(s)" in msg
     assert msg.count("RuntimeError: injected failure on img5") == 3 and "No report was written" in msg
-    assert ev.result is None and not (tmp_path / "out").exists()
+    assert ev.result is None and not list((tmp_path / "out").rglob("metrics.json"))
+    stored = ev._store
+    assert not any(f"img{i}" in stored for i in range(8))  # chunk 0 never completed; chunk 1 (img8) may have
+
+
+def test_a_failed_run_keeps_its_chunks_and_a_resume_hands_out_only_the_rest(ray, tiny_ev_parts, reference,
+                                                                              tmp_path, monkeypatch):
+    ds, model, _ = tiny_ev_parts
+    recipe, cfg = tiny_recipe(None, ds, model), tiny_config(tiny_ev_parts, 2)
+    store = PredictionStore.create(tmp_path / "run", {})
+    monkeypatch.setenv(distributed.FAIL_ENV, "1")  # every attempt of chunk 1 (img2, img3) fails
+    with pytest.raises(ZooinferError) as err:
+        evaluate_distributed(cfg, recipe, ds, chunk_size=2, store=store)
+    msg = str(err.value)
+    assert "chunk 1 of 5 (numbered from 0; 2 samples: img2, img3) failed 3 time(s) (max_retries=2)" in msg
+    assert msg.count("InjectedFault: injected failure of chunk 1") == 3
+    before = set(store.done)
+    assert not before & {"img2", "img3"}  # what is stored are whole completed chunks
+    for chunk in ({"img0", "img1"}, {"img4", "img5"}, {"img6", "img7"}):
+        assert chunk <= before or not chunk & before
+
+    monkeypatch.delenv(distributed.FAIL_ENV)
+    res = evaluate_distributed(cfg, recipe, ds, chunk_size=2, store=store)
+    assert res.n_stored == len(before) and res.n_samples == 9 and res.n_done == 9
+    assert sum(c["samples"] for c in res.chunks) == 9 - len(before) and set(attempts(res)) == {1}
+    assert res.metrics == reference.metrics and res.accumulator.keys == reference.accumulator.keys
+    assert set(store.done) == {s.key for s in ds}
+
+    again = evaluate_distributed(cfg, recipe, ds, store=store)  # everything stored: nothing is handed out
+    assert again.chunks == [] and again.shards == [] and again.n_stored == 9 and again.metrics == reference.metrics
+
+
+def test_a_store_filled_by_one_process_is_completed_by_the_workers(ray, tiny_ev_parts, tmp_path):
+    """A single-process run stored img0-3, img8 was stored as skipped: the workers get only img4-7."""
+    ds, model, onnx_path = tiny_ev_parts
+    recipe = tiny_recipe(None, ds, model)
+    session = open_session("onnxruntime", onnx_path=onnx_path)
+    store = PredictionStore.create(tmp_path / "run", {})
+    first = pipeline.run(recipe, ds.subset(4), session, bs=2, progress=False, store=store)
+    assert first.n_done == 4 and len(store) == 4
+    store.write_chunk([("img8", Skip(ds[8].path, "unreadable (test)"))])
+    with pytest.warns(UserWarning, match="1 images skipped"):
+        res = evaluate_distributed(tiny_config(tiny_ev_parts, 2), recipe, ds, chunk_size=2, store=store)
+    assert res.n_stored == 5 and [(c["first"], c["last"], c["attempts"]) for c in res.chunks] == \
+           [("img4", "img5", 1), ("img6", "img7", 1)]
+    assert res.n_samples == 9 and res.n_done == 8 and res.skipped == [("img8", ds[8].path, "unreadable (test)")]
+    want = pipeline.run(recipe, ds.subset(8), session, bs=2, progress=False)
+    assert res.metrics == want.metrics and res.metrics["n_images"] == 8
+    assert res.accumulator.keys == [f"img{i}" for i in range(8)]
+    assert len(store) == 9
 
 
 def test_a_data_root_the_workers_cannot_see_is_named(ray, tiny_ev_parts, tmp_path):
@@ -228,13 +395,53 @@ def test_a_data_root_the_workers_cannot_see_is_named(ray, tiny_ev_parts, tmp_pat
         evaluate_distributed(tiny_config(tiny_ev_parts, 2), tiny_recipe(), moved)
 
 
+class _OnlyHere:
+    """Pickles on the driver, cannot be rebuilt in any other process (as a module missing on a node)."""
+
+    def __reduce__(self):
+        return _only_in, (os.getpid(),)
+
+
+def _only_in(pid):
+    if os.getpid() != pid:
+        raise ImportError("No module named 'only_on_the_driver'")
+    return _OnlyHere()
+
+
+def test_a_worker_that_cannot_start_ends_the_run_with_the_reason(ray, tiny_ev_parts, monkeypatch):
+    """One worker (the last one left) that dies before it runs: the run ends saying why (no retry here, to keep the
+    test short: each start is a new process; the retries are counted in the test below)."""
+    monkeypatch.setattr(distributed, "MAX_RETRIES", 0)
+    ds, model, _ = tiny_ev_parts
+    recipe = replace(tiny_recipe(None, ds, model), published=_OnlyHere())
+    with pytest.raises(ZooinferError, match=r"a Ray worker could not start, 1 times in a row \(last: .*"
+                                            r"only_on_the_driver"):
+        evaluate_distributed(tiny_config(tiny_ev_parts, 1), recipe, ds, chunk_size=2)
+
+
+def test_a_slot_whose_worker_never_starts_is_given_up_while_others_run():
+    disp = object.__new__(distributed._Dispatcher)
+    a, b = (distributed._Worker(i, 0, None) for i in (0, 1))
+    disp.workers, disp.start_failures, replaced = [a, b], {}, []
+    disp._replace = lambda w, why: replaced.append((w.slot, why))
+    for _ in range(distributed.MAX_RETRIES):
+        disp._not_started(b, RuntimeError("creation failed\nImportError: no module x"))
+    assert replaced == [(1, "did not start: ImportError: no module x")] * 2 and not b.dead
+    with pytest.warns(UserWarning, match="could not start, 3 times in a row .* going on with the other workers"):
+        disp._not_started(b, RuntimeError("ImportError: no module x"))
+    assert b.dead and len(replaced) == 2  # not replaced again; w0 goes on
+    disp.start_failures[0] = distributed.MAX_RETRIES  # w0's slot failed as often: the last one left
+    with pytest.raises(ZooinferError, match=r"could not start, 3 times in a row \(last: boom\); every node"):
+        disp._not_started(a, RuntimeError("boom"))
+
+
 def test_a_node_without_the_onnx_file_gets_it_from_the_object_store(ray, tiny_ev_parts, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOOINFER_CACHE", str(tmp_path / "cache"))
     ds, _, onnx_path = tiny_ev_parts
     blob = ship_file(ray, onnx_path)
     cfg = RunConfig(model="tiny", bs=2, threads=1, prep_threads=1, keep=0)
-    spec = ShardSpec(config=cfg, recipe=tiny_recipe(), index=0, count=1, first=0, shard=ds, cpus=1,
-                     onnx_path=str(tmp_path / "elsewhere" / "tiny.onnx"), onnx_blob=blob)
+    spec = WorkerSpec(config=cfg, recipe=tiny_recipe(), data=ds, cpus=1,
+                      onnx_path=str(tmp_path / "elsewhere" / "tiny.onnx"), onnx_blob=blob)
     local = Path(_local_onnx(spec, ray))
     assert local.parent == tmp_path / "cache" / "onnx" / "shipped" and local.name.startswith("tiny-")
     assert local.read_bytes() == Path(onnx_path).read_bytes()
@@ -264,9 +471,9 @@ def test_dpn131_two_workers_equal_one_process(ray):
     assert single.compute() == expected
 
     # the Ray path needs no Evaluation: the configuration, the recipe, the dataset and the driver's ONNX file
-    res = evaluate_distributed(replace(ev1.config, processes=2), ev1.recipe, ds, onnx_path=onnx_path)
+    res = evaluate_distributed(replace(ev1.config, processes=2), ev1.recipe, ds, onnx_path=onnx_path, chunk_size=4)
     assert res.metrics == expected and res.accumulator.keys == [s.key for s in ds]
-    assert [r["samples"] for r in res.shards] == [5, 5] and len({r["where"] for r in res.shards}) == 2
+    assert [c["samples"] for c in res.chunks] == [4, 4, 2] and sum(r["samples"] for r in res.shards) == 10
     for (s, z), want in zip(res.kept, logits):
         np.testing.assert_allclose(z, want, rtol=1e-4, atol=1e-4)
 

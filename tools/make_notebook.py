@@ -45,7 +45,7 @@ PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("profile_ops", False, "add the ONNX Runtime per-operator profile (top operators by time)"),
     ("prep_threads", None, "preprocessing threads per process (None: a quarter of the CPUs; GPU/NPU: all but one)"),
     ("prep_processes", None, "preprocess in N worker processes instead of threads (None: threads)"),
-    ("processes", 1, "processes evaluating shards of the dataset (more than 1 uses Ray; formerly workers)"),
+    ("processes", 1, "Ray workers evaluating chunks of the dataset (more than 1 uses Ray; formerly workers)"),
     ("ray_address", None, "Ray cluster to join (auto, or host:port), None for a local Ray instance"),
     ("threads", None, "inference threads (None: physical cores)"),
     ("device_id", 0, "GPU / NPU index for ort-cuda, ort-tensorrt, torch-cuda and acl"),

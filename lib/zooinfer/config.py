@@ -175,7 +175,7 @@ class RunConfig:
     prep_threads: int | None = None
     #: preprocess in this many worker processes instead of threads (None: threads; for where threads stop scaling)
     prep_processes: int | None = None
-    #: processes evaluating shards of the dataset (more than 1 uses Ray)
+    #: Ray workers (actors) evaluating chunks of the dataset (more than 1 uses Ray)
     processes: int = 1
     #: Ray cluster to join ("auto" or host:port); None: a local Ray instance when processes > 1
     ray_address: str | None = None

@@ -63,8 +63,10 @@ class RunResult:
     backend: str
     kept: list[tuple[Sample, Any]] = field(default_factory=list)
     accumulator: Any = None
-    #: scale-out runs (zooinfer.distributed): one row per shard task (node, attempts, retries, images/s)
+    #: scale-out runs (zooinfer.distributed): one row per Ray worker (node, chunks, retries, images/s)
     shards: list[dict] = field(default_factory=list)
+    #: scale-out runs: one row per chunk of samples (first/last key, attempts, the workers and reasons)
+    chunks: list[dict] = field(default_factory=list)
     #: samples taken from the prediction store (done by the interrupted run this one resumed), not recomputed
     n_stored: int = 0
     #: a subset's 95% intervals of the accuracy figures, {metric: (lo, hi)} fractions (None: not a subset)
@@ -74,7 +76,7 @@ class RunResult:
 
     @property
     def workers(self) -> list[dict]:
-        """The old name of :attr:`shards` (one row per Ray shard task)."""
+        """The old name of :attr:`shards` (one row per Ray worker)."""
         return self.shards
 
     @property

@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
 
-from zooinfer import pipeline, recipes, report  # noqa: E402
+from zooinfer import bench, pipeline, recipes, report  # noqa: E402
 from zooinfer.backends import Artefacts, get  # noqa: E402
 from zooinfer.evaluation import Evaluation  # noqa: E402
 
@@ -108,18 +108,6 @@ def conditions(args: argparse.Namespace) -> str:
             f"streams of ~{args.seconds:g} s of single-thread preprocessing (at most {args.max_stream} images)")
 
 
-def update_readme(path: Path, section: str) -> None:
-    """Replace the README's ``HEADING`` section (up to the next ``## `` heading) with ``section``, or append it."""
-    text = path.read_text() if path.exists() else ""
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    nxt = text.find("\n## ", start + len(HEADING))
-    rest = text[nxt + 1:] if nxt >= 0 else ""
-    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", help="models to run (default: every model with a recipe)")
@@ -149,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                        "environment": report.environment(), "rows": rows})
     (out / "pipeline-ceiling-latest.md").write_text(section)
     if not args.no_readme:
-        update_readme(HERE / "README.md", section)
+        bench.replace_section(HERE / "README.md", HEADING, section)
     print(section)
     return 0
 

@@ -86,20 +86,6 @@ def long_stream(ds, n: int):
     return dataclasses.replace(ds, samples=samples)
 
 
-def _malloc_trim() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def _memory_child(model: str, n: int, bs: int) -> None:
     """Runs in a subprocess: the pipeline over ``n`` samples with inference replayed; prints the peak resident
     memory sampled every 20 ms *during the stream* (MiB), so model building does not mask growth."""
@@ -113,15 +99,15 @@ def _memory_child(model: str, n: int, bs: int) -> None:
     import gc
 
     gc.collect()
-    _malloc_trim()  # hand the freed weights back to the OS, so the stream cannot hide in them
+    bench.release_freed_memory()  # hand the freed weights back to the OS, so the stream cannot hide in them
     stream = long_stream(ds, n)
-    base = _rss_mib()
+    base = bench.rss_mib()
     peak = [base]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.02):
-            peak[0] = max(peak[0], _rss_mib())
+            peak[0] = max(peak[0], bench.rss_mib())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -132,7 +118,7 @@ def _memory_child(model: str, n: int, bs: int) -> None:
     def compute_marked():
         # the stream's own peak ends here; the metric's final computation (pycocotools' per-image evaluation, the
         # query x gallery distance matrix) is measured separately: it scales with the dataset by construction
-        at_compute.update(peak_rss_mib=max(peak[0], _rss_mib()), metric_state_mib=_state_mib(acc))
+        at_compute.update(peak_rss_mib=max(peak[0], bench.rss_mib()), metric_state_mib=_state_mib(acc))
         return compute()
 
     acc.compute = compute_marked
@@ -141,7 +127,7 @@ def _memory_child(model: str, n: int, bs: int) -> None:
     stop.set()
     sampler.join()
     print(json.dumps({"n": n, "done": res.n_done, "rss_before_mib": base, "peak_rss_mib": at_compute["peak_rss_mib"],
-                      "peak_rss_with_metric_mib": max(peak[0], _rss_mib()),
+                      "peak_rss_with_metric_mib": max(peak[0], bench.rss_mib()),
                       "metric_state_mib": at_compute["metric_state_mib"], "seconds": time.perf_counter() - t0}))
 
 

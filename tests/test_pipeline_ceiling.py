@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from zooinfer import pipeline
+from zooinfer import bench, pipeline
 from zooinfer.backends import get, open_session, registry
 from zooinfer.backends.null import NullSession
 from zooinfer.datasets.base import Sample
@@ -219,12 +219,12 @@ def test_readme_section_is_replaced_not_duplicated(tmp_path):
     mod = _bench_module()
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nintro\n\n## Other\n\nkeep me\n")
-    mod.update_readme(readme, f"{mod.HEADING}\n\nfirst\n")
-    mod.update_readme(readme, f"{mod.HEADING}\n\nsecond\n")
+    bench.replace_section(readme, mod.HEADING, f"{mod.HEADING}\n\nfirst\n")
+    bench.replace_section(readme, mod.HEADING, f"{mod.HEADING}\n\nsecond\n")
     text = readme.read_text()
     assert text.count(mod.HEADING) == 1 and "second" in text and "first" not in text and "keep me" in text
     readme.write_text(f"# B\n\n{mod.HEADING}\n\nold\n\n## After\n\nstays\n")
-    mod.update_readme(readme, f"{mod.HEADING}\n\nnew\n")
+    bench.replace_section(readme, mod.HEADING, f"{mod.HEADING}\n\nnew\n")
     assert readme.read_text() == f"# B\n\n{mod.HEADING}\n\nnew\n\n## After\n\nstays\n"
 
 

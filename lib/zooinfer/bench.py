@@ -161,3 +161,43 @@ def ratios(rows: list[dict], backend: str, bs: int, result=None) -> dict[str, fl
     if result is not None and result.timer.items["infer"]:
         out["inference_share_of_wall"] = result.inference_share
     return out
+
+
+# ------------------------------------------------------------------------------------------------ benchmark helpers
+def rss_mib() -> float:
+    """This process's resident memory in MiB (Linux ``/proc/self/statm``)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def release_freed_memory() -> None:
+    """Hand memory glibc keeps after ``free`` back to the OS (``malloc_trim(0)``), so a later RSS reading shows what
+    is in use; nothing where the C library is not glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def replace_section(path: Any, heading: str, section: str) -> None:
+    """Replace the markdown section of ``path`` whose heading line starts with ``heading`` (up to the next ``## ``
+    heading) with ``section``, or append ``section`` when there is none (the benchmarks' README tables)."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    if text.startswith(heading):
+        start = 0
+    else:
+        found = text.find("\n" + heading)
+        start = found + 1 if found >= 0 else -1
+    if start < 0:
+        path.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    nxt = text.find("\n## ", start + len(heading))
+    rest = text[nxt + 1:] if nxt >= 0 else ""
+    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))

@@ -98,8 +98,8 @@ def _pack(values: list[np.ndarray], name: str, out: dict[str, np.ndarray]) -> No
     dtype = np.result_type(*values) if values else np.float32
     out[f"{name}.data"] = np.concatenate([v.astype(dtype, copy=False).ravel() for v in values]) if values else \
         np.zeros(0, dtype)
-    out[f"{name}.ndim"] = np.array([v.ndim for v in values], dtype=np.int64)
-    out[f"{name}.dims"] = np.array([d for v in values for d in v.shape], dtype=np.int64)
+    out[f"{name}.ndim"] = np.array([v.ndim for v in values], dtype=np.uint8)
+    out[f"{name}.dims"] = np.array([d for v in values for d in v.shape], dtype=np.int32)
 
 
 def _unpack(npz: Any, name: str) -> list[np.ndarray]:
@@ -126,8 +126,8 @@ def encode_chunk(records: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
     if len(kinds) > 1:
         raise ZooinferError(f"stored predictions: one run gave predictions of several types ({sorted(kinds)})")
     kind = kinds.pop() if kinds else "none"
-    out: dict[str, np.ndarray] = {"kind": np.array(kind), "keys": np.array([k for k, _ in preds], dtype=str),
-                                  "skipped.keys": np.array([k for k, _ in skips], dtype=str),
+    out: dict[str, np.ndarray] = {"kind": np.array(kind), "keys": _utf8([k for k, _ in preds]),
+                                  "skipped.keys": _utf8([k for k, _ in skips]),
                                   "skipped.paths": np.array([s.path for _, s in skips], dtype=str),
                                   "skipped.reasons": np.array([s.reason for _, s in skips], dtype=str)}
     if preds:
@@ -138,11 +138,20 @@ def encode_chunk(records: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
     return out
 
 
+def _utf8(keys: list[str]) -> np.ndarray:
+    """Sample keys as UTF-8 bytes (numpy's "S" arrays: 1 byte per ASCII character, not the 4 of "U")."""
+    return np.array([k.encode() for k in keys], dtype="S") if keys else np.zeros(0, dtype="S1")
+
+
+def _text(k: Any) -> str:
+    return k.decode() if isinstance(k, bytes) else str(k)
+
+
 def decode_chunk(npz: Any) -> dict[str, Any]:
     """The arrays of one chunk -> {key: prediction or :class:`Skip`}."""
     kind = str(npz["kind"])
     out: dict[str, Any] = {}
-    keys = [str(k) for k in npz["keys"]]
+    keys = [_text(k) for k in npz["keys"]]
     if keys:
         names = [str(n) for n in npz["fields"]]
         columns = {n: _unpack(npz, f"field.{n}") for n in names}
@@ -160,7 +169,7 @@ def decode_chunk(npz: Any) -> dict[str, Any]:
                 out[k] = cls(**{n: (int(v) if v.ndim == 0 and kinds.get(n) in (int, "int") else v)
                                 for n, v in values.items()})
     for k, p, r in zip(npz["skipped.keys"], npz["skipped.paths"], npz["skipped.reasons"]):
-        out[str(k)] = Skip(str(p), str(r))
+        out[_text(k)] = Skip(str(p), str(r))
     return out
 
 

@@ -38,15 +38,16 @@ def _same(a, b) -> None:
 ], ids=["rows", "features", "topk", "list", "dict"])
 def test_round_trip_is_exact(tmp_path, make):
     rng = np.random.default_rng(0)
-    preds = {f"k{i}": make(rng, i) for i in range(11)}
-    store = PredictionStore.create(tmp_path, {"model": "m"}, chunk_size=4)
+    # 300 samples in chunks of 128: a chunk holds more than 255 shape entries (offsets past any 8-bit count)
+    preds = {f"k{i}": make(rng, i % 11) for i in range(300)}
+    store = PredictionStore.create(tmp_path, {"model": "m"}, chunk_size=128)
     for k, p in preds.items():
         store.add(k, p)
     store.skip("bad", "/data/bad.jpg", "OSError: truncated")
     store.close()
-    assert store.chunks_written == 3  # 12 records in chunks of 4
+    assert store.chunks_written == 3  # 301 records in chunks of 128
     again = PredictionStore.open(tmp_path)
-    assert len(again) == 12
+    assert len(again) == 301
     for k, p in preds.items():
         _same(p, again.get(k))
     assert again.get("bad") == Skip("/data/bad.jpg", "OSError: truncated")

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import math
 import os
 import time
 from collections import OrderedDict
@@ -103,13 +104,13 @@ def _pack(values: list[np.ndarray], name: str, out: dict[str, np.ndarray]) -> No
 
 
 def _unpack(npz: Any, name: str) -> list[np.ndarray]:
-    data, ndim, dims = npz[f"{name}.data"], npz[f"{name}.ndim"], npz[f"{name}.dims"]
+    data, dims = npz[f"{name}.data"], npz[f"{name}.dims"].tolist()
     out, at, d = [], 0, 0
-    for n in ndim:
-        shape = tuple(int(x) for x in dims[d:d + n])
-        size = int(np.prod(shape)) if shape else 1
+    for n in npz[f"{name}.ndim"].tolist():  # Python ints: numpy's uint8 would wrap the running offset
+        shape = tuple(dims[d:d + n])
+        size = math.prod(shape)
         out.append(data[at:at + size].reshape(shape))
-        at, d = at + size, d + int(n)
+        at, d = at + size, d + n
     return out
 
 

@@ -88,11 +88,6 @@ def import_ray():
     return ray
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def describe_keys(keys: list[str], first: int = 3) -> str:
     """``"3 samples: a, b, c"`` or ``"1000 samples: a, b, c, ... (+997 more)"``."""
     shown = ", ".join(keys[:first])
@@ -374,7 +369,7 @@ def _init_ray(ray, address: str | None) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=available_cpus(), **kwargs)
+        ray.init(num_cpus=pipeline.available_cpus(), **kwargs)
     return True
 
 

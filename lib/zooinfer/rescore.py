@@ -23,10 +23,9 @@ from .store import PredictionStore, keys_digest
 RESCORED = "rescored"
 
 
-def stored_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, dict]:
-    """The configuration a run in ``folder`` had (from its stored predictions' fingerprint), with ``overrides`` of
-    its metric parameters; and the fingerprint. Any other override is refused: it would change the predictions."""
-    store = PredictionStore.open(folder, writable=False)
+def stored_config(store: PredictionStore, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, dict]:
+    """The configuration the run of ``store`` had (from its fingerprint), with ``overrides`` of its metric
+    parameters; and the fingerprint. Any other override is refused: it would change the predictions."""
     fingerprint = store.fingerprint
     params = dict(fingerprint.get("parameters") or {})
     from . import recipes
@@ -52,7 +51,8 @@ def rescore_run(folder: str | Path, overrides: dict[str, Any] | None = None, *, 
     folder = Path(folder)
     if not folder.is_dir():
         raise ZooinferError(f"run folder not found: {folder} (outputs/<model>/<run-id>)")
-    config, fingerprint = stored_config(folder, overrides)
+    store = PredictionStore.open(folder, writable=False)
+    config, fingerprint = stored_config(store, overrides)
     recipe = config.recipe()
     dataset = recipe.open_dataset(config.data_root)
     data = config.select(dataset)
@@ -61,17 +61,15 @@ def rescore_run(folder: str | Path, overrides: dict[str, Any] | None = None, *, 
         raise ZooinferError(f"the dataset at {config.data_root or 'the embedded sample'} no longer lists the samples "
                             f"the run in {folder} evaluated ({selection.get('samples')} then, {len(data)} now): "
                             "its annotations changed; rescore against the dataset the run had")
-    store = PredictionStore.open(folder, writable=False)
     result = pipeline.rescore(recipe, data, store, progress=progress)
     before = _run_metrics(folder)
-    changed = {k: v for k, v in dict(config.metric_options).items()}
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     label = "-".join(f"{k}={v}" for k, v in sorted((overrides or {}).items())) or "same-parameters"
     final = folder / RESCORED / f"{stamp}-{_safe(label)}"
     partial = final.with_name(f".{final.name}.partial")
     partial.mkdir(parents=True, exist_ok=True)
     rows = _comparison(recipe, result.metrics, before)
-    doc = {"model": recipe.name, "run": str(folder), "metric_parameters": changed, "overrides": overrides or {},
+    doc = {"model": recipe.name, "run": str(folder), "metric_parameters": dict(config.metric_options), "overrides": overrides or {},
            "accuracy": result.metrics, "accuracy_before": before,
            "accuracy_vs_published": report.accuracy_rows(result.metrics, recipe.published, recipe.headline),
            "comparison": rows, "samples": result.n_samples, "predicted": result.n_done,

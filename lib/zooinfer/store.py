@@ -231,7 +231,9 @@ class PredictionStore:
         folder.mkdir(parents=True, exist_ok=True)
         store = cls(folder, **kwargs)
         store._lock()
-        _write_json(folder / FINGERPRINT, fingerprint)
+        from .report import write_json
+
+        write_json(folder / FINGERPRINT, fingerprint)
         return store
 
     @classmethod
@@ -408,9 +410,3 @@ def _env_number(name: str, default: Any, kind: type) -> Any:
     if value is None or value <= 0:
         raise ZooinferError(f"environment variable {name}={text!r}: expected a number > 0")
     return value
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """One prepared accelerator check for a lent NVIDIA GPU machine: everything the GPU and TensorRT paths need measured,
-for all five models, in under 8 minutes.
+for every model of the registry (``zooinfer.recipes.NAMES``), in under 8 minutes.
 
     python benchmarks/accelerator_check.py                      # all models, installs onnxruntime-gpu if missing
     python benchmarks/accelerator_check.py --quick --models dpn131 pcb
@@ -53,7 +53,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))
 
-MODELS = ("dpn131", "ssd_resnet34", "m2det", "pcb", "pyramidbox")
 #: precision configurations, in the order measured (the most useful first, so a tight budget drops the last)
 CONFIGS = (("ort-cuda", "fp32"), ("ort-tensorrt", "fp16"), ("ort-tensorrt", "fp32"))
 REEXEC_ENV = "ZOOINFER_ACCEL_REEXEC"
@@ -67,15 +66,23 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+def known_models() -> list[str]:
+    """Every model of the registry (a new model's folder adds itself)."""
+    from zooinfer import recipes
+
+    return list(recipes.NAMES)
+
+
 # ------------------------------------------------------------------------------------------------ arguments
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="accelerator_check.py",
         description="Measure ORT CUDA / TensorRT (fp32, fp16) parity, speed, IO split, energy and the end-to-end "
-                    "stream for the five models on an NVIDIA GPU, in under 8 minutes; exits 0 doing nothing "
+                    "stream for every model on an NVIDIA GPU, in under 8 minutes; exits 0 doing nothing "
                     "without a GPU.")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
-                    help=f"models to check (default: all: {' '.join(MODELS)})")
+    known = known_models()
+    ap.add_argument("--models", nargs="+", default=known, metavar="MODEL",
+                    help=f"models to check (default: all: {' '.join(known)})")
     ap.add_argument("--quick", action="store_true",
                     help="batch sizes 1 and 8, shorter timings, no TensorRT fp32, shorter streams")
     ap.add_argument("--no-install", action="store_true",
@@ -91,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model-budget-s", type=float, default=None,
                     help="budget per model (s; default: what is left shared over the models left)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=None,
-                    help="swept batch sizes (default 1 8 32; --quick 1 8; PyramidBox at most 8)")
+                    help="swept batch sizes (default 1 8 32; --quick 1 8; at most a recipe's bench.max_batch)")
     ap.add_argument("--split-bs", type=int, default=8, help="batch size of the H2D/compute/D2H split (default 8)")
     ap.add_argument("--device-id", type=int, default=0)
     ap.add_argument("--no-trt", action="store_true", help="skip the TensorRT execution provider")
@@ -100,9 +107,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # every "GPU" configuration runs on ONNX Runtime's CPU provider, power readings are fake: figures mean nothing
     ap.add_argument("--simulate-cpu", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    bad = [m for m in args.models if m not in MODELS]
+    bad = [m for m in args.models if m not in known]
     if bad:
-        ap.error(f"unknown model(s) {', '.join(bad)}; known: {', '.join(MODELS)}")
+        ap.error(f"unknown model(s) {', '.join(bad)}; known: {', '.join(known)}")
     if args.total_budget_s <= 0 or (args.model_budget_s is not None and args.model_budget_s <= 0):
         ap.error("budgets must be > 0 seconds")
     if any(b < 1 for b in (args.batch_sizes or [])) or args.split_bs < 1:
@@ -111,10 +118,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def batch_sizes_for(model: str, args: argparse.Namespace) -> list[int]:
+    """The swept batch sizes (rows: views) of ``model``: the asked ones, at most its recipe's ``bench.max_batch``
+    (PyramidBox: two 1000x1000 views per image, batches of 32 views are 5 GFLOP x 658 each)."""
+    from zooinfer import recipes
+
     sizes = list(args.batch_sizes or ((1, 8) if args.quick else (1, 8, 32)))
-    if model == "pyramidbox":  # 1000x1000, two views per image: batches of 32 views are 5 GFLOP x 658 each
-        sizes = [b for b in sizes if b <= 8] or [1]
+    cap = recipes.get(model).bench.max_batch
+    if cap is not None:
+        sizes = [b for b in sizes if b <= cap] or [1]
     return sorted(set(sizes))
+
+
+def check_sizes(recipe: Any, views: int, sizes: Sequence[int], quick: bool) -> tuple[int, int, int]:
+    """(parity inputs in views, end-to-end batch in views, end-to-end images) for ``recipe`` with ``views`` views
+    per image and swept ``sizes``: 4 images' views for parity (at least one image); the end-to-end batch at most 8,
+    within the TensorRT profile (the largest swept size) and within the CPU plan's largest batch of images; a heavy
+    model's stream a quarter as long."""
+    n_parity = max(1, 4 // views)
+    bs_e2e = min(8, max(sizes), max(recipe.bench.batch_sizes) * views)
+    n_stream = 16 if quick else 64
+    if recipe.bench.heavy:
+        n_stream //= 4
+    return n_parity, bs_e2e, n_stream
 
 
 # ------------------------------------------------------------------------------------------------ budget
@@ -678,10 +703,10 @@ def check_model(name: str, onnx_path: str, args: argparse.Namespace, budget: Bud
     recipe = recipes.get(name)
     dataset = recipe.open_dataset(None)
     sizes = batch_sizes_for(name, args)
-    n_parity = 2 if name == "pyramidbox" else 4
+    views = len(recipe.preprocess(dataset[0].path)[0])
+    n_parity, bs_e2e, n_stream = check_sizes(recipe, views, sizes, args.quick)
     x = real_inputs(recipe, dataset, n_parity)
     samples = real_inputs(recipe, dataset, 4)
-    views = len(recipe.preprocess(dataset[0].path)[0])
     timing = dict(min_time=0.4 if args.quick else 1.0, min_iters=5, warmup=2, max_iters=200)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -754,10 +779,6 @@ def check_model(name: str, onnx_path: str, args: argparse.Namespace, budget: Bud
             sess = None
     # end-to-end: the project's ort-cuda backend, and the TensorRT fp16 session when it ran
     workers = max(2, min(8, (os.cpu_count() or 4) // 2))
-    bs_e2e = min(8 if name != "pyramidbox" else 2, max(sizes))  # within the TensorRT profile
-    n_stream = 16 if args.quick else 64
-    if name in ("m2det", "pyramidbox"):
-        n_stream //= 4
     e2e: dict[str, Any] = {}
     for label in ("ort-cuda", "ort-tensorrt-fp16"):
         if not budget.allows(10):

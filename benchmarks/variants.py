@@ -34,8 +34,6 @@ from zooinfer.export import export_onnx  # noqa: E402
 from zooinfer.models import build_model  # noqa: E402
 
 VARIANTS = ("fp16", "fp16-file", "int8")
-#: bs 1 only (266 / 658 GFLOP per image at 512 / 1000)
-HEAVY = ("m2det", "pyramidbox")
 NAMES = {"fp16": "onnxruntime-fp16", "fp16-file": "onnxruntime-fp16-file", "int8": "onnxruntime-int8"}
 
 
@@ -53,7 +51,8 @@ def samples_of(recipe, dataset, n: int = 4) -> np.ndarray:
 
 
 def bench_model(name: str, args) -> dict:
-    options = {"canvas": args.canvas} if name == "pyramidbox" else {}
+    extra = {n for n, _, _ in (recipes.get(name).notebook.extra if recipes.get(name).notebook else ())}
+    options = {"canvas": args.canvas} if "canvas" in extra else {}  # a letterbox-canvas option (PyramidBox's)
     r = recipes.get(name, **options)
     ds = r.open_dataset(None)
     t0 = time.perf_counter()
@@ -65,7 +64,7 @@ def bench_model(name: str, args) -> dict:
     sessions = {"fp32": open_session("onnxruntime", onnx_path=onnx_path)}
     sessions.update({k: open_session("onnxruntime", onnx_path=p) for k, p in made.items()})
     samples = samples_of(r, ds)
-    sizes = [b for b in args.bs if name not in HEAVY or b == 1] or [1]
+    sizes = [b for b in args.bs if not r.bench.heavy or b == 1] or [1]  # heavy: seconds per image, bs 1 only
     rows = []
     for bs in sizes:
         batch = bench.make_batch(samples, bs)
@@ -130,12 +129,12 @@ def tables(results: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="*", help="models to run (default: all five)")
+    p.add_argument("--models", nargs="*", help="models to run (default: all of the registry's)")
     p.add_argument("--repeats", type=int, default=3, help="paired repetitions per batch size (median, min, max)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per variant per repetition")
-    p.add_argument("--bs", type=int, nargs="*", default=[1, 8], help="batch sizes (M2Det, PyramidBox: 1 only)")
+    p.add_argument("--bs", type=int, nargs="*", default=[1, 8], help="batch sizes (heavy models, the recipe's bench.heavy: 1 only)")
     p.add_argument("--calibration", type=int, default=8, help="INT8 calibration images (clipped to the sample)")
-    p.add_argument("--canvas", type=int, default=None, help="PyramidBox letterbox (default 1000, --quick 256)")
+    p.add_argument("--canvas", type=int, default=None, help="letterbox canvas of a model with a canvas option (PyramidBox; default 1000, --quick 256)")
     p.add_argument("--limit", type=int, default=None, help="samples in the agreement run (default: all embedded)")
     p.add_argument("--no-agreement", dest="agreement", action="store_false", help="speed only")
     p.add_argument("--quick", action="store_true", help="bs 1 only, 2 repeats, 0.5 s, PyramidBox at 256")

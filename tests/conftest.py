@@ -123,3 +123,27 @@ def tiny_onnx(tmp_path: Path, tiny_model: TinyNet) -> Path:
 
     return export.export_onnx(tiny_recipe(), tiny_model, out_path=tmp_path / "tiny.onnx")
 
+
+
+@pytest.fixture
+def sixth_model(monkeypatch) -> Recipe:
+    """A throw-away sixth model, ``sixth``, registered as a new contributor's folder would be (its ``recipe`` module
+    importable as ``zooinfer.models.sixth.recipe``, its name in ``recipes.NAMES``) and touching no existing file: the
+    tiny net and recipe, a notebook spec that names no Ascend guide, the default benchmark plan."""
+    import dataclasses
+    import sys
+    import types
+
+    from zooinfer import recipes
+    from zooinfer.recipes.base import NotebookSpec
+
+    recipe = dataclasses.replace(make_recipe(), name="sixth", build=lambda weights: TinyNet(),
+                                 notebook=NotebookSpec(title="A sixth model on a tiny sample"))
+    package = types.ModuleType("zooinfer.models.sixth")
+    package.__path__ = []
+    module = types.ModuleType("zooinfer.models.sixth.recipe")
+    module.RECIPE = recipe
+    monkeypatch.setitem(sys.modules, package.__name__, package)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(recipes, "NAMES", tuple(sorted((*recipes.NAMES, "sixth"))))
+    return recipe

@@ -54,17 +54,22 @@ def execute_notebook(source, output, parameters, **kwargs):
 
 
 papermill.execute_notebook = execute_notebook
+if os.environ.get("FAKE_FSIZE"):  # a full disk: no file grows past FAKE_FSIZE bytes (EFBIG, not SIGXFSZ)
+    import resource, signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ["FAKE_FSIZE"]), resource.RLIM_INFINITY))
 from zooinfer.cli import main
 
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def fake_run(tmp_path: Path, *argv: str, metrics: dict | None = None):
+def fake_run(tmp_path: Path, *argv: str, metrics: dict | None = None, env: dict | None = None):
     script = tmp_path / "fake_zooinfer.py"
     script.write_text(textwrap.dedent(FAKE))
     proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "FAKE_METRICS": json.dumps(metrics or {})})
+                          env={**os.environ, "FAKE_METRICS": json.dumps(metrics or {}), **(env or {})})
     return proc.returncode, (proc.stdout + proc.stderr).splitlines()
 
 
@@ -210,8 +215,10 @@ def test_15_bins_without_results_dir_names_the_parameter(tmp_path):
 
 # -------------------------------------------------------------------------------- 16. unknown model
 def test_16_unknown_model_lists_the_known_ones_and_creates_nothing(tmp_path):
-    status, lines = zooinfer("run", "resnet50", "--output-root", str(tmp_path))
-    assert_clear(status, lines, "error: unknown model 'resnet50'; known: dpn131, m2det, pcb, pyramidbox, ssd_resnet34")
+    from zooinfer import recipes
+
+    status, lines = zooinfer("run", "no-such-model", "--output-root", str(tmp_path))
+    assert_clear(status, lines, f"error: unknown model 'no-such-model'; known: {', '.join(recipes.NAMES)}")
     assert not any(tmp_path.iterdir())
 
 
@@ -236,3 +243,156 @@ def test_18_a_clear_error_inside_the_notebook_is_shown_without_its_traceback(tmp
                  "stopped in cell 'prepare' (In [", "the executed notebook (full traceback): ")
     executed = Path(lines[-2].split(": ", 1)[1])
     assert executed.is_file() and "DatasetError" in executed.read_text()  # the full traceback stays there
+
+
+# -------------------------------------------------------------------------------- issue 22, 2. names become paths
+def test_22_2_bins_refuses_names_from_a_crafted_mat_and_writes_nothing_outside_out(tmp_path):
+    from PIL import Image
+
+    from zooinfer.metrics.widerface import write_ground_truth
+
+    root = tmp_path / "wider"
+    for event in ("0--Parade", "1--Handshaking"):
+        (root / "WIDER_val" / "images" / event).mkdir(parents=True)
+    Image.new("RGB", (64, 48)).save(root / "WIDER_val" / "images" / "0--Parade" / "0_Parade_a_1.jpg")
+    Image.new("RGB", (64, 48)).save(root / "WIDER_val" / "evil.jpg")  # images/1--Handshaking/../../evil.jpg
+    write_ground_truth(root / "eval_tools" / "ground_truth", {"0--Parade": {"0_Parade_a_1": [[1, 2, 10, 10]]},
+                                                            "1--Handshaking": {"../../evil": [[1, 2, 3, 4]]}})
+    status, lines = zooinfer("bins", "pyramidbox", "--data-root", str(root), "--out", str(tmp_path / "out" / "prep"))
+    assert_clear(status, lines, "wider_face_val.mat: image name '../../evil' is not a plain file name")
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.info"))
+
+
+# -------------------------------------------------------------------------------- issue 22, 14. a full disk
+def test_22_14_bins_on_a_full_disk_stops_naming_the_file_and_leaves_no_truncated_bin(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes the first 602,112-byte .bin fail as a full disk does."""
+    import resource
+
+    from zooinfer.datasets.imagenet import imagenet_sample_root
+
+    imagenet_sample_root()  # built before the limit
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    out = tmp_path / "prep_bin"
+    proc = subprocess.run([*ZOOINFER, "bins", "dpn131", "--out", str(out), "--limit", "2"], capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit_file_size)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert_clear(proc.returncode, lines, f"cannot write {out / 'ILSVRC2012_val_00000001.bin'}", "File too large")
+    assert list(out.iterdir()) == [] and not (tmp_path / "prep_bin.info").exists()
+
+
+# -------------------------------------------------------------------------------- issue 22, 8. a full disk
+def test_i22_8_a_run_whose_report_does_not_fit_on_the_disk_stays_partial_and_exits_2(tmp_path):
+    """The executed notebook and metrics.json fit in 64 kB; the rendered HTML (its CSS alone is larger) does not."""
+    status, lines = fake_run(tmp_path, "run", "dpn131", "-q", "--output-root", str(tmp_path / "o"),
+                             env={"FAKE_FSIZE": str(64_000)})
+    (partial,) = (tmp_path / "o" / "dpn131").iterdir()
+    assert_clear(status, lines, f"error: could not write {partial / 'dpn131.html'}: [Errno 27] File too large",
+                 f"the run folder stays {partial} (incomplete)")
+    names = {p.name for p in partial.iterdir()}
+    assert partial.name.endswith(".partial") and {"dpn131.ipynb", "metrics.json"} <= names
+    assert not [n for n in names if n.endswith(".html") or ".tmp" in n], names  # no truncated HTML, no temp file
+    assert not any(line.startswith("report:") for line in lines)
+
+
+# -------------------------------------------------------------------------------- issue 22, 16. SIGTERM
+def _children(pid: int) -> set[int]:
+    """The process ids below ``pid`` (its kernel among them)."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += kids - found
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_i22_16_sigterm_says_where_the_partial_run_is_and_shuts_the_kernel_down(tmp_path):
+    proc = subprocess.Popen([*ZOOINFER, "run", "dpn131", "-q", "--output-root", str(tmp_path), "-p", "limit", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and not list(tmp_path.glob("dpn131/.*.partial/*.ipynb")):
+        time.sleep(0.5)
+    time.sleep(3)  # the kernel is running cells
+    kernel = _children(proc.pid)
+    assert kernel, "no kernel started"
+    proc.send_signal(signal.SIGTERM)  # what a job scheduler or `kill` sends: to zooinfer alone
+    out, _ = proc.communicate(timeout=90)
+    lines = [line for line in out.splitlines() if line.strip()]
+    partial = next(tmp_path.glob("dpn131/.*.partial"))
+    assert proc.returncode == 143 and "Traceback" not in out, out
+    assert lines[-1] == (f"terminated (SIGTERM); the partial run is in {partial}: zooinfer run dpn131 --resume "
+                         f"{partial} continues it (zooinfer clean --yes removes it)"), out
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in kernel):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in kernel), "the kernel outlived zooinfer"
+
+
+# -------------------------------------------------------------------------------- issue 22, 1. values run as code
+def _binary_payload(marker: Path) -> str:
+    """A YAML !!binary value whose bytes papermill would write into the notebook as ``"b'" + str(...) + "'"``: code
+    that creates ``marker``."""
+    import base64
+
+    code = f'" + str(__import__("os").system("touch {marker}")) + "'
+    return "!!binary " + base64.b64encode(code.encode()).decode()
+
+
+@pytest.mark.parametrize("via", ["file", "-p results_dir", "-p ray_address"])
+def test_22_1_a_binary_parameter_value_is_refused_before_papermill(tmp_path, via):
+    marker = tmp_path / "pwned"
+    if via == "file":
+        params = tmp_path / "params.yaml"
+        params.write_text(f"bs: 1\nom_path: {_binary_payload(marker)}\n")
+        argv, name = ["-f", str(params)], "om_path"
+    else:
+        name = via.split()[1]
+        argv = ["-p", name, _binary_payload(marker)]
+    status, lines = fake_run(tmp_path, "run", "dpn131", "--output-root", str(tmp_path / "out"), *argv)
+    assert_clear(status, lines, f"parameter '{name}': its value is binary data", "not plain data")
+    assert len([line for line in lines if line.startswith("error:")]) == 1
+    assert not marker.exists() and not (tmp_path / "out").exists()  # no notebook started, nothing created
+
+
+def test_22_6_a_bool_is_not_an_iou_threshold(tmp_path):
+    status, lines = fake_run(tmp_path, "run", "pyramidbox", "--output-root", str(tmp_path / "out"),
+                             "-p", "iou_thresh", "yes")
+    assert_clear(status, lines, "metric parameter 'iou_thresh' must be a number in (0, 1], got True")
+    assert not (tmp_path / "out").exists()
+
+
+def test_22_15_a_zero_latency_bound_is_refused_up_front_in_ms(tmp_path):
+    status, lines = fake_run(tmp_path, "run", "dpn131", "--output-root", str(tmp_path / "out"),
+                             "-p", "scenarios", "[Server]", "-p", "latency_bound_ms", "0")
+    assert_clear(status, lines, "parameter 'latency_bound_ms' must be a number of ms > 0, got 0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_22_15_a_bad_environment_variable_is_refused_up_front(tmp_path):
+    status, lines = fake_run(tmp_path, "run", "dpn131", "--output-root", str(tmp_path / "out"),
+                             env={"ZOOINFER_FLUSH_S": "soon"})
+    assert_clear(status, lines, "environment variable ZOOINFER_FLUSH_S='soon': expected a number > 0")
+    assert not (tmp_path / "out").exists()
+
+
+# -------------------------------------------------------------------------------- issue 22, 11. parity failure
+def test_i22_11_a_parity_failure_is_said_on_the_terminal(tmp_path):
+    failure = "parity failed: output class differs by up to 3 (60% of its largest value) ..."
+    status, lines = fake_run(tmp_path, "run", "dpn131", "--output-root", str(tmp_path / "o"),
+                             metrics={"onnx": {"parity_failure": failure}})
+    assert status == 0 and lines[-1] == f"warning: {failure}; no verdict is given", lines

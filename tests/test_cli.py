@@ -26,8 +26,10 @@ def test_parameter_values_follow_papermill():
 
 
 def test_unknown_model_is_a_clear_error(capsys):
-    assert cli.main(["bins", "resnet50", "--out", "x"]) == 2
-    assert "unknown model 'resnet50'" in capsys.readouterr().err
+    from zooinfer import recipes
+
+    assert cli.main(["bins", "no-such-model", "--out", "x"]) == 2
+    assert f"unknown model 'no-such-model'; known: {', '.join(recipes.NAMES)}" in capsys.readouterr().err
 
 
 def test_bins_writes_inputs_and_info(tmp_path, capsys):
@@ -54,6 +56,15 @@ def test_run_turns_the_pipeline_progress_bar_off_unless_asked(tmp_path):
     (tmp_path / "p.yaml").write_text("bs: 4\nprogress: true\n")
     assert cli.run_parameters(_run_args("-f", str(tmp_path / "p.yaml"), "-p", "bs", "2")) == {"bs": 2,
                                                                                               "progress": True}
+
+
+def test_a_relative_bins_compare_folder_is_the_callers_not_the_checkouts(tmp_path, monkeypatch):
+    """The notebook runs in the checkout: a relative ``bins:`` folder is made absolute where zooinfer run started."""
+    monkeypatch.chdir(tmp_path)
+    got = cli.run_parameters(_run_args("-p", "compare", "[onnxruntime-int8, bins:result/sub]"))["compare"]
+    assert got == ["onnxruntime-int8", f"bins:{tmp_path / 'result' / 'sub'}"]
+    (tmp_path / "p.yaml").write_text("compare: [bins:/abs/folder]\n")
+    assert cli.run_parameters(_run_args("-f", str(tmp_path / "p.yaml")))["compare"] == ["bins:/abs/folder"]
 
 
 def test_run_dir_is_the_commands_own(capsys):
@@ -103,3 +114,132 @@ def test_list_says_how_much_of_an_interrupted_run_is_stored_and_how_to_resume_it
     assert cli.main(["list", "--output-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"(1 of 17 samples stored: zooinfer run pcb --resume {partial} continues it)" in out
+
+
+# ---------------------------------------------------------------------------------------------------- issue 22
+@pytest.mark.parametrize("command", [["rescore", "outputs/x/r"], ["bins", "dpn131", "--out", "x"]])
+def test_i22_16_sigterm_is_said_like_ctrl_c_and_exits_143(monkeypatch, capsys, command):
+    import os
+    import signal
+    import time
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        return 0
+
+    def unhandled(signum, frame):
+        raise RuntimeError("SIGTERM reached the handler main() should have replaced")
+
+    monkeypatch.setattr(cli, f"cmd_{command[0]}", terminated)
+    before = signal.signal(signal.SIGTERM, unhandled)  # not the default: that would end pytest
+    try:
+        status = cli.main(command)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    finally:
+        after = signal.signal(signal.SIGTERM, before)
+    assert status == cli.EXIT_TERMINATED == 143
+    assert capsys.readouterr().err.strip().splitlines() == ["terminated (SIGTERM)"]
+    assert after is unhandled  # main's own handler is gone again
+    assert "143  terminated (SIGTERM" in cli.RUN_EXIT_HELP
+
+
+def test_i22_8_a_run_whose_report_cannot_be_written_stays_partial_and_exits_2(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import nbformat
+    import papermill
+
+    from zooinfer import report
+
+    def execute_notebook(source, output, parameters, **kwargs):
+        nbformat.write(nbformat.v4.new_notebook(), output)
+        (Path(parameters["run_dir"]) / "metrics.json").write_text("{}")
+
+    def render_html(notebook, html, *, code=True):
+        raise report.OutputError(f"could not write {html}: [Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    monkeypatch.setattr(report, "render_html", render_html)
+    assert cli.main(["run", "dpn131", "--output-root", str(tmp_path), "-q"]) == 2
+    (partial,) = (tmp_path / "dpn131").iterdir()
+    assert partial.name.startswith(".") and partial.name.endswith(".partial")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: could not write {partial / 'dpn131.html'}: [Errno 28] No space left on device", err
+    assert err[1] == f"  the run folder stays {partial} (incomplete); once that is mended, zooinfer run dpn131 " \
+                     f"--resume {partial} finishes it (its stored predictions are not computed again)", err
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 item 4
+def _stored_partial(root, name=".20261202-000000-pcb-999999999.partial"):
+    """A partial PCB run folder with one stored sample (the pid in its name is no live process)."""
+    from zooinfer.store import PredictionStore
+
+    partial = root / "pcb" / name
+    store = PredictionStore.create(partial, {"model": "pcb", "selection": {"samples": 17}})
+    store.add("a", np.zeros(3))
+    store.close()
+    return partial
+
+
+def test_4_list_and_clean_keep_a_folder_whose_run_holds_its_lock(tmp_path, capsys):
+    """The lock, not the pid in the folder name, says a run is running (a resume keeps the old name)."""
+    from zooinfer.store import RunLock
+
+    partial = _stored_partial(tmp_path)
+    lock = RunLock.take(partial, doing="resumed")
+    try:
+        assert cli.main(["list", "--output-root", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert f"  {partial}  (running" in out and "--resume" not in out
+        assert cli.main(["clean", "--output-root", str(tmp_path), "--yes"]) == 0
+        assert f"kept {partial} (its run is still running)" in capsys.readouterr().out and partial.is_dir()
+    finally:
+        lock.release()
+    assert cli.main(["clean", "--output-root", str(tmp_path), "--yes"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"removed {partial}"] and not partial.exists()
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 item 14
+def test_14_clean_skips_a_symlinked_partial_folder_and_goes_on(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    root = tmp_path / "outputs"
+    (root / "dpn131").mkdir(parents=True)
+    link = root / "dpn131" / ".20260101-000000-dpn131-1.partial"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    real = _stored_partial(root)
+    assert cli.main(["clean", "--output-root", str(root), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"kept {link} (a symbolic link" in out and f"removed {real}" in out
+    assert (elsewhere / "precious.txt").read_text() == "keep me" and not real.exists()
+
+
+def test_13_list_names_a_damaged_store(tmp_path, capsys):
+    partial = _stored_partial(tmp_path)
+    (partial / "predictions" / "fingerprint.json").write_text('{"model": "pc')
+    assert cli.main(["list", "--output-root", str(tmp_path)]) == 0
+    assert f"  {partial}  (damaged: {partial / 'predictions' / 'fingerprint.json'}: not valid JSON" in \
+        capsys.readouterr().out
+
+
+def test_i22_8_a_notebook_stopped_by_a_full_disk_says_how_to_finish_the_run(tmp_path, monkeypatch, capsys):
+    import nbformat
+    import papermill
+
+    def execute_notebook(source, output, parameters, **kwargs):
+        nbformat.write(nbformat.v4.new_notebook(), output)
+        raise papermill.PapermillExecutionError(
+            cell_index=0, exec_count=1, source="ev.finish()", ename="OutputError",
+            evalue="could not write x/metrics.json: [Errno 28] No space left on device", traceback=[])
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    assert cli.main(["run", "dpn131", "--output-root", str(tmp_path), "-q"]) == 2
+    (partial,) = (tmp_path / "dpn131").iterdir()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: could not write x/metrics.json: [Errno 28] No space left on device", err
+    assert err[-1] == f"  the partial run folder: {partial}; once that is mended, zooinfer run dpn131 --resume " \
+                      f"{partial} finishes it (its stored predictions are not computed again)", err

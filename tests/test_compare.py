@@ -167,11 +167,97 @@ def test_bins_results_are_one_more_variant(tiny_onnx, tiny_model, tiny_dataset, 
     assert [(x.output, x.sample) for x in res.nonfinite] == [("logits", "img4")]
 
 
-# ------------------------------------------------------------------------------------------------ the five models
-#: (model, recipe options, limit, calibration images): the heavy two on one image (CI time), the rest on all
-REAL = [("dpn131", {}, None, 2), ("ssd_resnet34", {}, None, 2), ("pcb", {}, None, 2),
-        pytest.param("m2det", {}, 1, 1, marks=pytest.mark.slow),
-        pytest.param("pyramidbox", {"canvas": 256}, 1, 1, marks=pytest.mark.slow)]
+def _write_bins(folder, recipe, dataset, onnx, *, leave_out=(), wrong_size=()):
+    """``<key>_<k>.bin`` result files of the fp32 run, as ais_bench writes them; ``leave_out``: samples without
+    files; ``wrong_size``: samples whose first file is cut short."""
+    from zooinfer.backends import open_session
+
+    sess = open_session("onnxruntime", onnx_path=onnx)
+    folder.mkdir()
+    for s in dataset:
+        if s.key in leave_out:
+            continue
+        for k, o in enumerate(sess.run(recipe.preprocess(s.path)[0][0][None])):
+            data = o[0].astype(np.float32).tobytes()
+            (folder / f"{s.key}_{k}.bin").write_bytes(data[:-4] if s.key in wrong_size and k == 0 else data)
+    return folder
+
+
+def test_a_sample_missing_from_a_bins_folder_is_named_and_every_variant_scored_without_it(
+        tiny_onnx, tiny_model, tiny_dataset, tmp_path):
+    r = tiny_recipe()
+    out = _write_bins(tmp_path / "result", r, tiny_dataset, tiny_onnx, leave_out={"img3"})
+    name = f"bins:{out}"
+    cmp = compare.compare(r, tiny_dataset, ["torch", name], onnx_path=tiny_onnx, model=tiny_model)
+    assert cmp.samples == ["img0", "img1", "img2", "img4", "img5", "img6"]
+    for res in cmp.results:  # every metric on the same six samples: no delta from a different sample set
+        assert res.metrics == {"n": 6.0}, res.name
+        assert res.name == "onnxruntime" or res.delta == {"n": 0.0}
+    bins = cmp.result(name)
+    assert list(bins.skipped_samples) == ["img3"] and "no result file img3_0" in bins.skipped_samples["img3"]
+    assert cmp.result("torch").skipped_samples == {} and cmp.result("onnxruntime").skipped_samples == {}
+    assert [row["sample"] for row in bins.per_sample] == cmp.samples
+    rows = {row["variant"]: row for row in cmp.rows()}
+    assert rows[name]["skipped"] == 1 and rows[name]["skipped samples"] == "img3"
+    assert rows["torch"]["skipped"] == 0 and rows["torch"]["skipped samples"] == ""
+    doc = json.loads(json.dumps(report._jsonable(cmp.to_dict())))
+    assert doc["n_samples"] == 6 and doc["excluded_samples"] == {"count": 1, "first": ["img3"]}
+    entry = next(v for v in doc["variants"] if v["name"] == name)
+    assert entry["skipped_samples"]["count"] == 1
+    assert entry["skipped_samples"]["first"][0]["sample"] == "img3"
+    assert "img3" in cmp.markdown() and "6 samples" in cmp.markdown()
+
+
+def test_named_samples_are_the_first_ten_and_a_count():
+    assert compare.name_samples([]) == ""
+    assert compare.name_samples(["a", "b"]) == "a, b"
+    assert compare.name_samples([f"s{i}" for i in range(13)]) == "s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 (+3 more)"
+
+
+def test_an_unreadable_bins_file_skips_its_sample_not_the_run(tiny_onnx, tiny_model, tiny_dataset, tmp_path):
+    r = tiny_recipe()
+    out = _write_bins(tmp_path / "result", r, tiny_dataset, tiny_onnx, wrong_size={"img2"})
+    cmp = compare.compare(r, tiny_dataset, [f"bins:{out}"], onnx_path=tiny_onnx, model=tiny_model)
+    bins = cmp.result(f"bins:{out}")
+    assert list(bins.skipped_samples) == ["img2"] and "bytes, expected" in bins.skipped_samples["img2"]
+    assert "img2" not in cmp.samples and all(res.metrics == {"n": 6.0} for res in cmp.results)
+
+
+def test_a_sample_a_run_skips_is_left_out_of_every_variant(tiny_onnx, tiny_model, tiny_dataset, tmp_path):
+    """An unreadable text result is found only when read: the variants that scored it run again without it."""
+    r = tiny_recipe()
+    out = _write_bins(tmp_path / "result", r, tiny_dataset, tiny_onnx)
+    (out / "img5_0.bin").unlink()
+    (out / "img5_0.txt").write_text("not numbers")
+    cmp = compare.compare(r, tiny_dataset, ["torch", f"bins:{out}"], onnx_path=tiny_onnx, model=tiny_model)
+    assert "img5" not in cmp.samples and cmp.excluded == ["img5"]
+    assert all(res.metrics == {"n": 6.0} for res in cmp.results)
+    assert list(cmp.result(f"bins:{out}").skipped_samples) == ["img5"]
+    assert "ValueError" in cmp.result(f"bins:{out}").skipped_samples["img5"]
+    assert [row["sample"] for row in cmp.result("torch").per_sample] == cmp.samples
+
+
+def test_a_malformed_bins_folder_is_a_skipped_variant_not_a_crash(tiny_onnx, tiny_model, tiny_dataset, tmp_path):
+    (tmp_path / "empty").mkdir()
+    cmp = compare.compare(tiny_recipe(), tiny_dataset, [f"bins:{tmp_path / 'empty'}"], onnx_path=tiny_onnx,
+                          model=tiny_model)
+    assert [x.name for x in cmp.results] == ["onnxruntime"] and len(cmp.samples) == 7
+    assert "holds no result files" in cmp.skipped[0].reason
+    other = tmp_path / "other-names"  # result files, but named for no sample of this dataset
+    other.mkdir()
+    (other / "cat_0.bin").write_bytes(b"\0" * 16)
+    cmp = compare.compare(tiny_recipe(), tiny_dataset, ["torch", f"bins:{other}"], onnx_path=tiny_onnx,
+                          model=tiny_model)
+    assert [x.name for x in cmp.results] == ["onnxruntime", "torch"] and len(cmp.samples) == 7
+    assert "holds none of the 7 samples: no result file img0_0" in cmp.skipped[0].reason
+
+
+# ------------------------------------------------------------------------------------------------ every model
+#: (model, recipe options, limit, calibration images) of every registered model: the heavy ones (``bench.heavy``) on
+#: one image at their notebook's option defaults (CI time) and marked slow, the rest on the whole embedded sample
+REAL = [pytest.param(name, {o: v for o, v, _ in (r.notebook.extra if r.notebook else ())},
+                     *((1, 1) if r.bench.heavy else (None, 2)), marks=[pytest.mark.slow] if r.bench.heavy else [])
+        for name, r in ((name, recipes.get(name)) for name in recipes.NAMES)]
 
 
 @pytest.mark.parametrize("name,options,limit,calibration", REAL)

@@ -155,6 +155,65 @@ def test_an_onnx_backend_needs_the_drivers_onnx_file(tiny_ev_parts):
         evaluate_distributed(RunConfig(model="tiny", processes=2), tiny_recipe(), tiny_ev_parts[0])
 
 
+class FakeRay:
+    """Stands for the ray module where a test must not start or join a cluster: records ray.init's arguments."""
+
+    def __init__(self, fail_on_init: bool = False):
+        self.fail_on_init, self.inits = fail_on_init, []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs) -> None:
+        if self.fail_on_init:
+            raise AssertionError(f"ray.init{kwargs} called: it would retry an unreachable address for minutes")
+        self.inits.append(kwargs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_naming_it(tiny_ev_parts, monkeypatch):
+    import time
+
+    monkeypatch.setattr(distributed, "import_ray", lambda: FakeRay(fail_on_init=True))
+    address = f"127.0.0.1:{_free_port()}"  # nobody listens there
+    t0 = time.perf_counter()
+    with pytest.raises(ZooinferError, match=rf"ray_address '{address}': nothing answers at {address}"):
+        evaluate_distributed(tiny_config(tiny_ev_parts, 2, ray_address=address), tiny_recipe(), tiny_ev_parts[0])
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(ZooinferError, match=r"ray_address 'no-port': expected host:port"):
+        distributed._init_ray(FakeRay(fail_on_init=True), "no-port")
+
+
+def test_auto_without_a_cluster_is_a_clear_error(monkeypatch):
+    services = pytest.importorskip("ray._private.services")
+
+    def no_cluster(address, temp_dir=None):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address", no_cluster)
+    with pytest.raises(ZooinferError, match=r"ray_address 'auto': no running Ray cluster found on this machine"):
+        distributed._init_ray(FakeRay(fail_on_init=True), "auto")
+    dead = f"127.0.0.1:{_free_port()}"
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address", lambda a, temp_dir=None: dead)
+    with pytest.raises(ZooinferError, match=r"ray_address 'auto': nothing answers at 127\.0\.0\.1:"):
+        distributed._init_ray(FakeRay(fail_on_init=True), "auto")
+
+
+def test_processes_without_an_address_start_a_private_local_instance(monkeypatch):
+    """Not the cluster RAY_ADDRESS names, nor one another user started here: ray.init(address="local")."""
+    monkeypatch.setenv("RAY_ADDRESS", "10.255.255.1:6379")
+    fake = FakeRay()
+    assert distributed._init_ray(fake, None) is True
+    assert fake.inits == [{"address": "local", "num_cpus": pipeline.available_cpus(), "include_dashboard": False}]
+
+
 def test_default_chunk_size_gives_several_chunks_per_worker_of_at_least_four_batches():
     assert default_chunk_size(50_000, 16, 4) == 256  # capped: 196 chunks, ~12 per worker
     assert default_chunk_size(3226, 4, 1) == 101  # WIDER FACE val over 4 workers: 32 chunks

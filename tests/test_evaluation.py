@@ -208,3 +208,104 @@ def test_profile_lists_operators_by_time_and_lands_in_metrics_json(ev_ort, tmp_p
     doc = json.loads((_reported(ev_ort, output_root=str(tmp_path)).finish() / "metrics.json").read_text())
     assert doc["onnxruntime_profile"] == json.loads(json.dumps(rows))
 
+
+
+def test_22_10_a_subset_as_large_as_the_dataset_is_clipped_with_a_note_and_reported_as_full(tiny_dataset,
+                                                                                            monkeypatch):
+    from conftest import TinyNet, make_recipe
+
+    monkeypatch.setattr("zooinfer.distributed.build_network", lambda recipe, weights: TinyNet().eval())
+    recipe = replace(make_recipe(), open_dataset=lambda root: tiny_dataset)
+    ev = Evaluation(RunConfig(model="dpn131", backend="torch", subset=100, seed=5, progress=False), recipe=recipe)
+    with pytest.warns(UserWarning, match="subset 100 >= the dataset's 7 samples: the whole dataset is evaluated"):
+        prepared = ev.prepare()
+    assert ev.config.subset is None and prepared.images == 7 and "subset 100 >=" in prepared["selection"]
+    ok, why = ev.meaningful()
+    assert "subset" not in why and "random" not in why  # only the synthetic weights and the embedded data remain
+    doc = report.metrics_document(ev.config, ev.recipe, ev.steps, environment_info={})
+    dataset = doc["dataset"]
+    assert (dataset["subset"], dataset["seed"], dataset["subset_keys"], dataset["limit"]) == (None, None, None, None)
+    assert dataset["selection"] == "full" and "whole dataset is evaluated" in dataset["selection_note"]
+    assert doc["parameters"]["subset"] is None
+    assert ev.evaluate().n_samples == 7 and ev.result.intervals is None
+
+
+# ---------------------------------------------------------------------------------------------------- issue 22
+def _other_model_onnx(tmp_path, name="other.onnx", **recipe_changes):
+    """The tiny net with other weights (or names/shapes) exported to ONNX: a file of another model."""
+    import torch
+    from conftest import TinyNet, make_recipe
+
+    net = TinyNet().eval()
+    with torch.no_grad():
+        net.fc.weight.mul_(-3.0)
+    from zooinfer import export
+
+    return str(export.export_onnx(replace(make_recipe(), **recipe_changes), net, out_path=tmp_path / name))
+
+
+def test_i22_11_an_onnx_file_of_another_model_fails_parity_and_withholds_the_verdict(tiny_dataset, tmp_path):
+    onnx = _other_model_onnx(tmp_path)
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="onnxruntime", onnx_path=onnx, progress=False,
+                                    output_root=str(tmp_path / "out")), tiny_dataset)
+    with pytest.warns(UserWarning, match=rf"parity failed: .*{onnx}.* does not compute this model's outputs"):
+        exported = ev.export()
+    assert exported.parity_failure.startswith("parity failed: output logits") and exported["parity_failure"]
+    ev.evaluate()
+    doc = ev.verdict(show=False)
+    assert doc["verdict"] is None and doc["why_none"].startswith("parity failed")
+    metrics = json.loads((ev.finish() / "metrics.json").read_text())
+    assert metrics["accuracy_meaningful"] is False and metrics["not_meaningful_because"].startswith("parity failed")
+    assert metrics["onnx"]["parity_failure"] == exported.parity_failure
+
+
+def test_i22_11_evaluate_without_export_checks_the_given_onnx_file_too(tiny_dataset, tmp_path):
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="onnxruntime", onnx_path=_other_model_onnx(tmp_path),
+                                    progress=False, output_root=str(tmp_path / "out")), tiny_dataset)
+    with pytest.warns(UserWarning, match="parity failed"):
+        ev.evaluate()
+    assert ev.verdict(show=False)["why_none"].startswith("parity failed")
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(input_names=["input"]), r"inputs \['input'\] and outputs \['logits', 'maps'\]; tiny expects inputs "
+                                  r"\['image'\] and outputs \['logits', 'maps'\]"),
+    (dict(output_names=["maps", "logits"]), r"outputs \['maps', 'logits'\]; tiny expects .* outputs "
+                                            r"\['logits', 'maps'\]"),
+    (dict(input_shape=(3, 16, 16)), r"input 'image' of shape \['-1', 3, 16, 16\]; tiny expects \(N, 3, 8, 8\)"),
+])
+def test_i22_11_an_onnx_file_that_does_not_fit_the_recipe_is_a_backend_error(tiny_dataset, tmp_path, changes,
+                                                                             expected):
+    onnx = _other_model_onnx(tmp_path, **changes)
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="onnxruntime", onnx_path=onnx, progress=False),
+                          tiny_dataset)
+    with pytest.raises(BackendError, match=rf"parameter 'onnx_path': {onnx} has .*{expected}"):
+        ev.export()
+
+
+def test_i22_11_its_own_export_passes_parity(tiny_dataset, tmp_path, monkeypatch):
+    from zooinfer import export
+
+    monkeypatch.setattr(export, "cache_dir", lambda: tmp_path / "cache")
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="onnxruntime", progress=False), tiny_dataset)
+    exported = ev.export()
+    assert exported.parity_failure is None and exported["parity_failure"] is None
+    assert all(row["peak_rel"] < 1e-5 for row in exported.parity)
+
+
+def test_i22_8_finish_on_a_full_disk_names_the_file_and_the_folder_stays_partial(tiny_dataset, tmp_path,
+                                                                                  monkeypatch):
+    from test_report import _DiskFull
+
+    from zooinfer.errors import OutputError
+
+    ev = _tiny_evaluation(RunConfig(model="dpn131", backend="torch", progress=False, output_root=str(tmp_path)),
+                          tiny_dataset)
+    ev.evaluate()
+    partial = ev.run_folder().path
+    monkeypatch.setattr(report, "open", _DiskFull(only="metrics"), raising=False)
+    with pytest.raises(OutputError, match=rf"could not write {partial / 'metrics.json'}: \[Errno 28\] No space left "
+                                          rf"on device; the run folder stays {partial}"):
+        ev.finish()
+    assert partial.is_dir() and [p.name for p in (tmp_path / "tiny").iterdir()] == [partial.name]
+    assert not list(partial.glob("*metrics*"))  # neither a truncated metrics.json nor its temporary file

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from zooinfer import bench, pipeline
+from zooinfer import bench, pipeline, recipes
 from zooinfer.backends import get, open_session, registry
 from zooinfer.backends.null import NullSession
 from zooinfer.datasets.base import Sample
@@ -85,7 +85,7 @@ def test_pipeline_through_null_gives_zero_outputs_in_order(tiny_model, tiny_data
         assert [o.shape for o in outs] == [(4,), (2, 4)] and not any(o.any() for o in outs)
 
 
-@pytest.mark.parametrize("model", ["dpn131", "ssd_resnet34", "m2det", "pcb", "pyramidbox"])
+@pytest.mark.parametrize("model", recipes.NAMES)
 def test_every_models_postprocess_and_metric_survive_all_zero_outputs(model):
     from zooinfer.evaluation import Evaluation
 
@@ -94,8 +94,8 @@ def test_every_models_postprocess_and_metric_survive_all_zero_outputs(model):
     sess = get("null").open(registry.Artefacts(model=prepared.model))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the metrics warn about empty or degenerate predictions; errors still raise
-        # PCB: the whole sample (its first images are all queries: the re-ID metric needs a gallery)
-        limit = None if model == "pcb" else 2
+        # re-ID (PCB): the whole sample (its first images are all queries: the metric needs a gallery)
+        limit = None if ev.recipe.task == "reid" else 2
         res = pipeline.run(ev.recipe, prepared.dataset, sess, bs=2, limit=limit, progress=False, prep_threads=1)
     assert res.n_done == len(prepared.dataset.subset(limit)) and not res.skipped and res.metrics
     assert sess.forwards == 1

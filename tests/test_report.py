@@ -132,3 +132,140 @@ def test_14_md5_matches_is_recorded():
     assert doc["md5_matches"] is False and doc["checkpoint"]["md5_matches"] is False and doc["skipped"]["count"] == 0
     doc = report.metrics_document(RunConfig(model="dpn131"), r, _steps(0), environment_info={})
     assert doc["md5_matches"] is None  # synthetic weights: nothing to compare
+
+
+# ---------------------------------------------------------------------------------------------------- issue 22
+class _DiskFull:
+    """``open`` for report.py on a full disk: a file opened for writing takes ``room`` bytes, then ENOSPC."""
+
+    def __init__(self, room: int = 1000, only: str = ""):
+        self.room, self.only, self.opened = room, only, []
+
+    def __call__(self, file, mode="r", *args, **kwargs):
+        import builtins
+
+        handle = builtins.open(file, mode, *args, **kwargs)
+        if "w" not in mode or self.only not in str(file):
+            return handle
+        self.opened.append(str(file))
+        room = self
+
+        class Full:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                handle.close()
+
+            def close(self):
+                handle.close()
+
+            def write(self, data):
+                import errno
+                import os
+
+                if len(data) > room.room:
+                    handle.write(data[:room.room])
+                    handle.flush()
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+                room.room -= len(data)
+                return handle.write(data)
+
+            def __getattr__(self, name):
+                return getattr(handle, name)
+
+        return Full()
+
+
+def _tiny_notebook(path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## Accuracy")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_i22_8_render_html_on_a_full_disk_names_the_file_and_leaves_no_truncated_html(tmp_path, monkeypatch):
+    from zooinfer.errors import OutputError
+
+    nb = _tiny_notebook(tmp_path / "m.ipynb")
+    full = _DiskFull()
+    monkeypatch.setattr(report, "open", full, raising=False)
+    with pytest.raises(OutputError, match=rf"could not write {re.escape(str(tmp_path / 'm-report.html'))}: "
+                                          r"\[Errno 28\] No space left on device"):
+        report.render_html(nb, tmp_path / "m-report.html", code=False)
+    assert full.opened and sorted(p.name for p in tmp_path.iterdir()) == ["m.ipynb"]  # no truncated or temp file
+
+
+def test_i22_8_write_json_on_a_full_disk_keeps_the_file_it_would_replace(tmp_path, monkeypatch):
+    from zooinfer.errors import OutputError
+
+    report.write_json(tmp_path / "metrics.json", {"old": 1})
+    monkeypatch.setattr(report, "open", _DiskFull(room=5), raising=False)
+    with pytest.raises(OutputError, match=r"could not write .*metrics.json: \[Errno 28\] No space left on device"):
+        report.write_json(tmp_path / "metrics.json", {"new": "x" * 100})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"old": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_i22_19_warnings_read_as_notes_without_source_paths(monkeypatch, capsys):
+    import warnings
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    report.warnings_as_notes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("onnxruntime bs=1: timings vary (cv 20%); the machine may be busy", stacklevel=1)
+        warnings.warn("the old name", DeprecationWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["note: onnxruntime bs=1: timings vary (cv 20%); the machine may be busy",
+                                "note (DeprecationWarning): the old name"], err
+    assert ".py:" not in err and "UserWarning" not in err
+
+
+def test_i22_11_a_parity_failure_is_in_the_first_lines_and_withholds_the_verdict():
+    from dataclasses import replace
+
+    from zooinfer.evaluation import ExportResult
+
+    r = recipes.get("dpn131")
+    real = RunConfig(model="dpn131", weights="/data/dpn131-7af84be88.pth", data_root="/data/imagenet")
+    failed = ExportResult(path="/x/other.onnx", description={}, batch_invariance=None,
+                          parity=({"output": "class", "shape": [2, 1000], "max_abs": 3.0, "max_rel": 9.0,
+                                   "peak_rel": 0.6},))
+    assert "parity failed" in failed.parity_failure and "/x/other.onnx" in failed.parity_failure
+    text = report.banner_text(real, r, parity_failure=failed.parity_failure)
+    second = text.split("\n\n")[1]
+    assert second.startswith("**Parity failed:**") and "does not compute this model's outputs" in second
+    assert "No verdict is given" in text and "the verdict (PASS/FAIL" not in text
+    steps = replace(_steps(0), exported=failed)
+    doc = report.metrics_document(real, r, steps, environment_info={})
+    assert doc["accuracy_meaningful"] is False and doc["not_meaningful_because"].startswith("parity failed")
+    assert doc["verdict"]["verdict"] is None and "parity failed" in doc["verdict"]["why_none"]
+    assert doc["onnx"]["parity_failure"] == failed.parity_failure
+    good = replace(failed, parity=({"output": "class", "shape": [2, 1000], "max_abs": 1e-5, "max_rel": 1e-3,
+                                    "peak_rel": 1e-6},))
+    assert good.parity_failure is None
+    assert report.metrics_document(real, r, replace(_steps(0), exported=good),
+                                   environment_info={})["verdict"]["verdict"] == "FAIL"  # top1 50%: judged
+
+
+def test_i22_11_19_in_a_real_kernel_notes_read_plainly_and_the_banner_is_updated_in_place(tmp_path):
+    """papermill runs a two-cell notebook: a warning becomes a 'Note:' line (no source path) in the hand-on report,
+    and an update of the banner's display (what export() does on a parity failure) replaces the first output."""
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('from zooinfer import report\nreport.warnings_as_notes()\n'
+                                          'report.show("BANNER-BEFORE", display_id="banner")'),
+                nbformat.v4.new_code_cell('import warnings\nwarnings.warn("onnxruntime bs=1: timings vary")\n'
+                                          'report.show("BANNER-AFTER", display_id="banner", update=True)')]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False,
+                               kernel_name="python3")
+    html = report.render_html(tmp_path / "out.ipynb", tmp_path / "out.html", code=False).read_text()
+    assert "BANNER-AFTER" in html and "BANNER-BEFORE" not in html
+    assert "<strong>Note:</strong> onnxruntime bs=1: timings vary" in html
+    assert "UserWarning" not in html and ".py:" not in html

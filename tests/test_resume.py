@@ -172,12 +172,17 @@ def test_resume_with_another_checkpoint_or_batch_size_is_refused(interrupted_pcb
 
     weights = tmp_path / "PCB_3_7.pt"
     torch.save(build_model("pcb", None).state_dict(), weights)
-    ev = Evaluation.for_model("pcb", bs=2, resume=str(folder), weights=str(weights), progress=False)
-    ev.prepare()
+    # refused up front, before prepare/export (issue 22, item 15): the configuration's check compares what it knows
     with pytest.raises(ResumeRefused, match=r"differs from the stored one in checkpoint \(md5: 'synthetic weights' "
                                             r"-> '[0-9a-f]{32}'\)"):
-        ev.evaluate()
-    ev = Evaluation.for_model("pcb", bs=4, resume=str(folder), progress=False)
+        Evaluation.for_model("pcb", bs=2, resume=str(folder), weights=str(weights), progress=False)
+    with pytest.raises(ResumeRefused, match=r"backend settings \(bs: 2 -> 4\)"):
+        Evaluation.for_model("pcb", bs=4, resume=str(folder), progress=False)
+    # and the evaluation compares the whole fingerprint again when it opens the store
+    from zooinfer.config import RunConfig
+
+    ev = Evaluation(RunConfig.from_parameters({"model": "pcb", "bs": 4, "resume": str(folder), "progress": False},
+                                              check=False))
     ev.prepare()
     with pytest.raises(ResumeRefused, match=r"backend settings \(bs: 2 -> 4\)"):
         ev.evaluate()
@@ -206,3 +211,93 @@ def test_cli_resume_continues_the_interrupted_run_with_its_parameters(interrupte
     assert doc["parameters"]["bs"] == 2  # the interrupted run's parameters, not the notebook's defaults
     assert doc["predictions"]["from_interrupted_run"] == stored
     assert (final / "pcb-report.html").is_file() and not copy.exists()
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 items
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / folder.name
+    subprocess.run(["cp", "-r", str(folder), str(copy)], check=True)
+    (copy / "pcb.ipynb").write_text("the interrupted run's executed notebook")
+    return copy
+
+
+def test_13_a_resume_recomputes_an_unreadable_chunk_and_says_so(interrupted_pcb, tmp_path):
+    _, folder, stored = interrupted_pcb
+    copy = _copy(folder, tmp_path)
+    chunk = copy / "predictions" / "chunk-000002.npz"
+    chunk.write_bytes(chunk.read_bytes()[:50])  # torn
+    ev = Evaluation.for_model("pcb", bs=2, resume=str(copy), progress=False)
+    ev.prepare()
+    with pytest.warns(UserWarning, match=r"2 samples of chunk-000002.npz unreadable \(BadZipFile.*\): recomputed"):
+        result = ev.evaluate()
+    assert result.n_stored == stored - 2
+    whole = Evaluation.for_model("pcb", bs=2, output_root=str(tmp_path / "whole"), progress=False)
+    whole.prepare()
+    assert result.metrics == whole.evaluate().metrics
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from zooinfer import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = cli.main(list(argv))
+    return status, err.getvalue()
+
+
+@pytest.mark.parametrize("holder", ["resume", "writer"])
+def test_4_17_a_resume_of_a_folder_in_use_is_refused_at_once_and_writes_nothing(interrupted_pcb, tmp_path, holder):
+    from zooinfer.store import RunLock
+
+    _, folder, _ = interrupted_pcb
+    copy = _copy(folder, tmp_path)
+    lock = RunLock.take(copy, doing="resumed") if holder == "resume" else PredictionStore.open(copy)
+    before = sorted((p.relative_to(copy), p.stat().st_mtime_ns) for p in copy.rglob("*") if p.name != ".run.lock")
+    try:
+        started = time.monotonic()
+        status, err = _cli("run", "pcb", "--resume", str(copy), "-q")
+        assert time.monotonic() - started < 30, "refused at once, before the notebook runs"
+    finally:
+        lock.release()
+    what = "resumed" if holder == "resume" else "written"
+    assert status == 2 and f"{copy} is being {what} by another process (pid {os.getpid()})" in err, err
+    assert "clean" not in err
+    assert sorted((p.relative_to(copy), p.stat().st_mtime_ns) for p in copy.rglob("*")
+                  if p.name != ".run.lock") == before
+    assert (copy / "pcb.ipynb").read_text() == "the interrupted run's executed notebook"
+
+
+def test_17_a_refused_resume_leaves_the_interrupted_runs_notebook(interrupted_pcb, tmp_path):
+    _, folder, _ = interrupted_pcb
+    copy = _copy(folder, tmp_path)
+    status, err = _cli("run", "pcb", "--resume", str(copy), "-q", "-p", "bs", "4")
+    assert status == 2 and r"differs from the stored one in backend settings (bs: 2 -> 4)" in err, err
+    assert "clean" not in err
+    assert (copy / "pcb.ipynb").read_text() == "the interrupted run's executed notebook"
+
+
+def test_7_a_resume_after_the_ground_truth_changed_is_refused_naming_the_file(tmp_path):
+    import shutil
+
+    from zooinfer import recipes
+    from zooinfer.config import RunConfig
+    from zooinfer.datasets.widerface import widerface_sample_root
+    from zooinfer.evaluation import check_resume_dataset, run_fingerprint
+
+    root = tmp_path / "wider"
+    shutil.copytree(widerface_sample_root(), root)
+    params = {"model": "pyramidbox", "data_root": str(root), "output_root": str(tmp_path / "out")}
+    recipe = recipes.get("pyramidbox")
+    data = recipe.open_dataset(str(root))
+    partial = tmp_path / "out" / "pyramidbox" / ".20261202-000000-pyramidbox-1.partial"
+    config = RunConfig.from_parameters(params)
+    PredictionStore.create(partial, run_fingerprint(config, recipe, data, data, None)).close()
+    check_resume_dataset(RunConfig.from_parameters({**params, "resume": str(partial)}))  # the same: accepted
+    mats = root / "eval_tools" / "ground_truth"
+    (mats / "wider_hard_val.mat").write_bytes((mats / "wider_easy_val.mat").read_bytes())
+    status, err = _cli("run", "pyramidbox", "--resume", str(partial), "-q")
+    assert status == 2 and f"ground-truth files (changed: {mats / 'wider_hard_val.mat'})" in err, err
+    assert not (partial / "pyramidbox.ipynb").exists()

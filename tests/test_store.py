@@ -159,3 +159,173 @@ def test_a_read_only_open_changes_nothing_on_disk(tmp_path):
     reader = PredictionStore.open(tmp_path, writable=False)
     assert list(reader.done) == ["a"]
     assert (store.folder / "index.jsonl").read_text() == "" and (store.folder / ".chunk-000002.npz.tmp9").exists()
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 item 3
+def _three_chunks(folder, fingerprint=None) -> PredictionStore:
+    """A released store of six samples k0..k5 in three chunks of two."""
+    store = PredictionStore.create(folder, {"model": "m"} if fingerprint is None else fingerprint, chunk_size=2)
+    for i in range(6):
+        store.add(f"k{i}", np.array([i]))
+    store.close()
+    return store
+
+
+@pytest.mark.parametrize("outside", ["../../other/predictions/chunk-000001.npz", "ABSOLUTE"])
+def test_3_an_index_line_naming_a_file_outside_the_store_is_refused(tmp_path, outside):
+    from zooinfer.store import StoreError
+
+    other = PredictionStore.create(tmp_path / "other", {"model": "m"})
+    other.write_chunk([("k0", np.array([100])), ("k1", np.array([101]))])  # another run's predictions
+    other.close()
+    chunk = str(other.folder / "chunk-000001.npz") if outside == "ABSOLUTE" else outside
+    store = PredictionStore.create(tmp_path / "run", {"model": "m"})
+    store.close()
+    (store.folder / INDEX).write_text(json.dumps({"chunk": chunk, "n": 2, "skipped": 0, "keys": ["k0", "k1"]})
+                                      + "\n" + json.dumps({"chunk": "chunk-000002.npz", "n": 0, "skipped": 0,
+                                                           "keys": []}) + "\n")
+    with pytest.raises(StoreError, match=rf"{store.folder / INDEX}:1: .*not a chunk name of this store"):
+        PredictionStore.open(tmp_path / "run", writable=False)
+    with pytest.warns(UserWarning, match="index.jsonl:1"):
+        resumed = PredictionStore.open(tmp_path / "run")
+    assert len(resumed) == 0  # nothing is read from outside the store: those samples run again
+
+
+def test_3_a_symlink_in_place_of_a_chunk_is_refused(tmp_path):
+    from zooinfer.store import StoreError
+
+    other = _three_chunks(tmp_path / "other")
+    store = _three_chunks(tmp_path / "run")
+    (store.folder / "chunk-000002.npz").unlink()
+    (store.folder / "chunk-000002.npz").symlink_to(other.folder / "chunk-000002.npz")
+    with pytest.raises(StoreError, match=r"chunk-000002.npz: .*symbolic link"):
+        PredictionStore.open(tmp_path / "run", writable=False)
+
+
+def test_3_a_chunk_holding_keys_its_index_line_does_not_list_is_refused(tmp_path):
+    from zooinfer.store import StoreError
+
+    store = _three_chunks(tmp_path / "run")
+    lines = (store.folder / INDEX).read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry["keys"] = ["k0", "k1"]  # an edited line: chunk 2 (k2, k3) claimed to hold k0, k1
+    lines[1] = json.dumps(entry)
+    (store.folder / INDEX).write_text("\n".join(lines) + "\n")
+    with pytest.raises(StoreError, match=r"index.jsonl:2: .*already"):
+        PredictionStore.open(tmp_path / "run", writable=False)
+    entry["keys"] = ["x2", "x3"]
+    lines[1] = json.dumps(entry)
+    (store.folder / INDEX).write_text("\n".join(lines) + "\n")
+    reader = PredictionStore.open(tmp_path / "run", writable=False)
+    with pytest.raises(StoreError, match=r"chunk-000002.npz: .*holds samples its index line does not list"):
+        reader.get("x2")
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 item 13
+def _damage(folder, kind: str) -> str:
+    """Damage the store in ``folder`` (made by :func:`_three_chunks`); returns the file (and line) to be named."""
+    pred = folder / "predictions"
+    chunk = pred / "chunk-000002.npz"
+    if kind == "torn chunk":
+        chunk.write_bytes(chunk.read_bytes()[:60])
+    elif kind == "foreign npz":
+        with open(chunk, "wb") as f:
+            np.savez(f, weights=np.zeros(3))
+    elif kind == "not npz":
+        chunk.write_text("hello")
+    elif kind == "folder chunk":
+        chunk.unlink()
+        chunk.mkdir()
+    elif kind == "symlink chunk":
+        target = folder / "elsewhere.npz"
+        chunk.rename(target)
+        chunk.symlink_to(target)
+    elif kind.startswith("index "):
+        lines = (pred / INDEX).read_text().splitlines()
+        lines[1] = kind.removeprefix("index ")
+        (pred / INDEX).write_text("\n".join(lines) + "\n")
+        return "index.jsonl:2"
+    return "chunk-000002.npz"
+
+
+DAMAGE = ["torn chunk", "foreign npz", "not npz", "folder chunk", "symlink chunk", "index [1,2]", 'index "x"',
+          "index {}", 'index {"chunk": "chunk-000002.npz"}']
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_13_a_damaged_store_is_refused_for_reading_naming_the_file(tmp_path, kind):
+    from zooinfer.store import StoreError
+
+    store = _three_chunks(tmp_path)
+    named = _damage(tmp_path, kind)
+    with pytest.raises(StoreError) as e:
+        reader = PredictionStore.open(tmp_path, writable=False)
+        for k in sorted(reader.done):
+            reader.get(k)
+    assert str(store.folder / named) in str(e.value)
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_13_a_resume_recomputes_what_a_damaged_store_cannot_give(tmp_path, kind):
+    _three_chunks(tmp_path)
+    _damage(tmp_path, kind)
+    with pytest.warns(UserWarning, match=r"chunk-000002.npz|index.jsonl:2") as got:
+        resumed = PredictionStore.open(tmp_path)
+    text = " ".join(str(w.message) for w in got)
+    if not kind.startswith("index"):
+        assert "2 samples of chunk-000002.npz unreadable" in text and "recomputed" in text
+        assert sorted(resumed.done) == ["k0", "k1", "k4", "k5"]
+    for k in ("k2", "k3"):
+        if k not in resumed:
+            resumed.add(k, np.array([int(k[1])]))
+    resumed.close()
+    healthy = PredictionStore.open(tmp_path, writable=False)  # repaired: read back whole
+    assert {k: int(healthy.get(k)[0]) for k in healthy.done} == {f"k{i}": i for i in range(6)}
+
+
+@pytest.mark.parametrize("text", ['{"model": "m", "sel', "[1, 2]", ""])
+def test_13_a_torn_or_foreign_fingerprint_is_named(tmp_path, text):
+    from zooinfer.store import StoreError
+
+    store = _three_chunks(tmp_path)
+    (store.folder / FINGERPRINT).write_text(text)
+    for writable in (False, True):
+        with pytest.raises(StoreError, match=rf"{store.folder / FINGERPRINT}: .*start a new run"):
+            PredictionStore.open(tmp_path, writable=writable)
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 item 4
+def test_4_the_run_lock_says_who_holds_a_run_folder(tmp_path):
+    import os
+
+    from zooinfer.store import FolderInUse, RunLock, holder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert holder(run) is None and holder(tmp_path / "absent") is None
+    lock = RunLock.take(run, doing="resumed")
+    assert holder(run) == os.getpid()
+    with pytest.raises(FolderInUse, match=rf"{run} is being resumed by another process \(pid {os.getpid()}\)"):
+        RunLock.take(run, doing="resumed")
+    lock.release()
+    assert holder(run) is None
+    writer = PredictionStore.create(run, {"model": "m"})  # a store being written counts as well
+    assert holder(run) == os.getpid()
+    writer.release()
+    assert holder(run) is None
+
+
+# ------------------------------------------------------------------------------------------------ issue 22 item 7
+def test_7_a_changed_ground_truth_file_is_named(tmp_path):
+    from zooinfer.store import ground_truth_digest
+
+    labels = tmp_path / "val_label.txt"
+    labels.write_text("a 1\n")
+    fp = {"model": "m", "ground_truth": ground_truth_digest([labels])}
+    store = PredictionStore.create(tmp_path / "run", fp)
+    store.check(fp)
+    labels.write_text("a 2\n")
+    with pytest.raises(ResumeRefused, match=rf"ground-truth files \(changed: {labels}\)"):
+        store.check({**fp, "ground_truth": ground_truth_digest([labels])})
+    old = {"model": "m"}  # a store made before ground-truth digests: nothing to compare with
+    assert differences(old, fp) == []

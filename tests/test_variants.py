@@ -38,6 +38,33 @@ def test_unknown_name_raises_before_anything_is_built(tiny_dataset):
         variants.open_variants(["onnxruntime", "fp8"], tiny_recipe(), sources=Boom(), dataset=tiny_dataset)
 
 
+def test_check_bins_folder_names_a_missing_or_malformed_folder(tmp_path):
+    with pytest.raises(ZooinferError, match=r"variant 'bins:.*no-such': result folder not found"):
+        variants.check_bins_folder(tmp_path / "no-such")
+    (tmp_path / "file.bin").write_bytes(b"")
+    with pytest.raises(ZooinferError, match="is a file, expected the folder"):
+        variants.check_bins_folder(tmp_path / "file.bin")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("not a result")
+    with pytest.raises(ZooinferError, match="holds no result files"):
+        variants.check_bins_folder(tmp_path / "empty")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "img0_0.bin").write_bytes(b"\0" * 4)
+    assert variants.check_bins_folder(tmp_path / "ok") is None
+    (tmp_path / "views" / "view0").mkdir(parents=True)
+    (tmp_path / "views" / "view0" / "img0_0.bin").write_bytes(b"\0" * 4)
+    assert variants.check_bins_folder(tmp_path / "views") is None
+
+
+def test_a_malformed_bins_folder_is_a_skipped_variant(tiny_onnx, tiny_model, tmp_path, tiny_dataset):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    for folder, why in ((tmp_path / "empty", "holds no result files"), (tmp_path / "a-file", "is a file")):
+        s = variants.open_variant(f"bins:{folder}", tiny_recipe(), onnx_path=tiny_onnx, model=tiny_model,
+                                  dataset=tiny_dataset)
+        assert isinstance(s, variants.Skipped) and why in s.reason and str(folder) in s.reason
+
+
 def test_missing_runtimes_are_skipped_with_the_reason(tiny_onnx, tiny_model, tmp_path, tiny_dataset):
     import onnxruntime as ort
 

@@ -71,8 +71,10 @@ INTRO = """# {title}: checkpoint -> ONNX -> {steps} -> speed
 ```
 {facts}"""
 
-REPLACES = ("Replaces the Ascend ModelZoo guide `{guide}` ({guide_steps}). Run it here (edit the parameters cell, "
-            "then run all cells) or headlessly:")
+RUN_IT = "Run it here (edit the parameters cell, then run all cells) or headlessly:"
+REPLACES = "Replaces the Ascend ModelZoo guide `{guide}` ({guide_steps}). " + RUN_IT
+#: the intro's first paragraph for a model whose NotebookSpec names no guide
+NO_GUIDE = "No Ascend ModelZoo guide covers this model: the recipe is the whole reference. " + RUN_IT
 
 FACTS = ("Published reference: {published}. Source: {source}. Every fact ({facts}, published figures) comes from "
          "the recipe, `zooinfer.models.{name}.recipe`; the accuracy section compares with every published revision.")
@@ -80,6 +82,7 @@ FACTS = ("Published reference: {published}. Source: {source}. Every fact ({facts
 SETUP = """from zooinfer import report, viz
 from zooinfer.evaluation import Evaluation
 
+report.warnings_as_notes()  # a warning reads as one 'Note: ...' line in the report (no source path)
 ev = Evaluation.from_parameters(dict(
 {arguments}))
 ev.banner()
@@ -212,7 +215,8 @@ def setup_source(names: Sequence[str]) -> str:
 
 
 def intro_source(recipe: Any) -> str:
-    """The first markdown cell: title, the guide it replaces, how to run it, the published reference, the intro."""
+    """The first markdown cell: title, the guide it replaces (or that none does), how to run it, the published
+    reference, the intro."""
     spec, pub = recipe.notebook, recipe.published
     nb = f"notebooks/{recipe.name}.ipynb"
     embedded = f"papermill {nb} out.ipynb"
@@ -225,9 +229,8 @@ def intro_source(recipe: Any) -> str:
     facts = wrap(FACTS.format(published=published, source=pub.source, facts=spec.facts, name=recipe.name))
     if spec.intro:
         facts += "\n\n" + wrap(spec.intro)
-    return INTRO.format(title=spec.title, steps=spec.steps,
-                        replaces=wrap(REPLACES.format(guide=spec.guide, guide_steps=spec.guide_steps)),
-                        commands=commands, facts=facts)
+    replaces = NO_GUIDE if spec.guide is None else REPLACES.format(guide=spec.guide, guide_steps=spec.guide_steps)
+    return INTRO.format(title=spec.title, steps=spec.steps, replaces=wrap(replaces), commands=commands, facts=facts)
 
 
 def build(name: str) -> nbformat.NotebookNode:

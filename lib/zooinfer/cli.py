@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -25,16 +26,20 @@ import yaml
 from .errors import ZooinferError
 
 #: exit statuses of ``zooinfer run`` (also in its --help)
-EXIT_OK, EXIT_UNEXPECTED, EXIT_CLEAR_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_UNEXPECTED, EXIT_CLEAR_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 RUN_EXIT_HELP = """exit status:
   0    the run is complete (report printed)
   1    an unexpected error (a bug, or a failure zooinfer has no clear message for; see the executed notebook)
   2    a clear error: a bad parameter, file, folder or dataset layout (the message says which); for an error
-       inside the notebook also the cell it stopped in and where the executed notebook is
+       inside the notebook also the cell it stopped in and where the executed notebook is. Also a file of the
+       run that could not be written (a full disk, no permission): the message names it and the system's reason,
+       and the run folder keeps its partial name (.<run-id>.partial): --resume FOLDER finishes it
   3    the run is complete but skipped more than 5% of its images (unreadable, or named by the ground truth and
        missing on disk): the accuracy does not describe the dataset (metrics.json "skipped")
   130  interrupted (Ctrl-C); the partial run folder is printed: zooinfer run MODEL --resume FOLDER continues it
-       (only the samples it did not store run), zooinfer clean lists and removes such folders"""
+       (only the samples it did not store run), zooinfer clean lists and removes such folders
+  143  terminated (SIGTERM, e.g. from a job scheduler or kill): as 130, the notebook's kernel is shut down and
+       the partial run folder printed"""
 #: notebook parameters that name a file or folder: relative paths are the caller's, resolved before the notebook
 #: runs (papermill runs it in the checkout)
 PATH_PARAMETERS = ("weights", "data_root", "onnx_path", "om_path", "results_dir", "output_root")
@@ -55,7 +60,9 @@ def _notebook(model: str) -> Path:
 
 
 def _parse_value(text: str):
-    """papermill -p semantics: YAML scalars (8 -> int, null -> None, [1, 8] -> list), else the string."""
+    """papermill -p semantics: YAML scalars (8 -> int, null -> None, [1, 8] -> list), else the string. What YAML
+    makes of it may be more than plain data (``!!binary`` -> bytes, a date): check it with
+    ``parameters.plain_value`` before it reaches a notebook."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -70,28 +77,24 @@ def _output_root(args: argparse.Namespace) -> Path:
 
 def partial_runs(root: Path) -> list[Path]:
     """The partial folders (``<root>/<model>/.<run-id>.partial``) of runs that were interrupted or failed (or are
-    running now): what a resume starts from, and what ``zooinfer clean`` removes."""
+    running now): what a resume starts from, and what ``zooinfer clean`` removes. A symbolic link named like one is
+    listed too (clean leaves it)."""
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("*/.*.partial") if p.is_dir())
+    return sorted(p for p in root.glob("*/.*.partial") if p.is_dir() or p.is_symlink())
 
 
 def _running(partial: Path) -> bool:
-    """Whether the run that owns ``partial`` still runs on this machine (its run id ends in the process id)."""
-    pid = partial.name.removesuffix(".partial").rsplit("-", 1)[-1]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a live process holds the run folder ``partial`` (its run lock, or its store's writer lock:
+    ``store.holder``); the pid in the folder's name says nothing (a resume keeps the interrupted run's name)."""
+    from .store import holder
+
+    return holder(partial) is not None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from . import recipes
+    from .store import holder_info
 
     for name in recipes.NAMES:
         try:
@@ -105,18 +108,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"\n{len(partials)} partial run folder(s) (interrupted or failed runs; zooinfer clean --yes removes "
               "them):")
         for p in partials:
-            note = "(running)" if _running(p) else _resumable(p)
+            held = None if p.is_symlink() else holder_info(p)
+            if p.is_symlink():
+                note = "(a symbolic link: zooinfer clean leaves it)"
+            elif held is not None:
+                note = f"(running: being {held[1]} by pid {held[0] or 'unknown'})"
+            else:
+                note = _resumable(p)
             print(f"  {p}" + (f"  {note}" if note else ""))
     return 0
 
 
 def _resumable(partial: Path) -> str:
-    """'(120 of 5000 samples stored: zooinfer run MODEL --resume FOLDER continues it)', or '' without a store."""
-    from .store import PredictionStore
+    """'(120 of 5000 samples stored: zooinfer run MODEL --resume FOLDER continues it)', '(damaged: why)' for a
+    store that cannot be read as written, or '' without a store."""
+    from .store import PredictionStore, StoreError
 
     try:
         store = PredictionStore.open(partial, writable=False)
         fingerprint = store.fingerprint
+    except StoreError as e:
+        return f"(damaged: {e})"
     except (ZooinferError, OSError, ValueError):
         return ""
     total = (fingerprint.get("selection") or {}).get("samples", "?")
@@ -125,24 +137,44 @@ def _resumable(partial: Path) -> str:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    """List the partial folders of interrupted runs; remove them with ``--yes`` (never one whose run still runs)."""
+    """List the partial folders of interrupted runs; remove them with ``--yes``: never one a live process holds
+    (its run lock is taken while it is removed, so no resume starts meanwhile), never through a symbolic link."""
+    from .store import FolderInUse, RunLock
+
     root = _output_root(args)
     partials = partial_runs(root)
     if not partials:
         print(f"no partial run folders under {root}")
         return 0
+    status = EXIT_OK
     for p in partials:
-        running = _running(p)
-        if running:
+        if p.is_symlink():
+            print(f"kept {p} (a symbolic link, not a folder zooinfer made; remove it by hand if it is not wanted)")
+            continue
+        if not args.yes:
+            print(f"kept {p} (its run is still running)" if _running(p) else f"{p}")
+            continue
+        try:
+            lock = RunLock.take(p, doing="removed")
+        except FolderInUse:
             print(f"kept {p} (its run is still running)")
-        elif args.yes:
+            continue
+        except ZooinferError as e:
+            print(f"error: could not remove {p}: {e}", file=sys.stderr)
+            status = EXIT_CLEAR_ERROR
+            continue
+        try:
             shutil.rmtree(p)
             print(f"removed {p}")
-        else:
-            print(f"{p}")
+        except OSError as e:
+            print(f"error: could not remove {p} ({e.strerror or e}: {e.filename}); the others are removed",
+                  file=sys.stderr)
+            status = EXIT_CLEAR_ERROR
+        finally:
+            lock.release()
     if not args.yes:
         print(f"{len(partials)} partial run folder(s); run zooinfer clean --yes to remove them")
-    return 0
+    return status
 
 
 #: parameters ``zooinfer run`` sets itself: the notebook's model is the command's argument, and the notebook writes
@@ -152,7 +184,11 @@ CLI_OWNED = {"run_dir": "the run folder it renders into; choose where with --out
 
 
 def _read_parameter_file(path: str) -> dict:
-    """A YAML file of parameters; a missing or malformed file is a ZooinferError naming it (and the line)."""
+    """A YAML file of parameters; a missing or malformed file, or a value that is not plain data (a ``!!binary``
+    value, a set, a date: papermill would write it into the notebook as code), is a ZooinferError naming it (and
+    the line, or the parameter)."""
+    from .parameters import plain_parameters
+
     f = Path(path)
     if not f.is_file():
         raise ZooinferError(f"parameter file not found: {f}" + (" (it is a folder)" if f.is_dir() else ""))
@@ -170,26 +206,30 @@ def _read_parameter_file(path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ZooinferError(f"{f}: expected 'name: value' lines (a YAML mapping), got a {type(data).__name__}")
-    return data
+    return plain_parameters(data, str(f))
 
 
 def run_parameters(args: argparse.Namespace) -> dict:
     """The notebook parameters of ``zooinfer run``: the YAML files, then ``-p`` values; the progress bar off unless
     asked for (``-p progress true``): papermill shows its own cell progress, and a bar in the notebook would only
     end up in the rendered report. Relative paths are made absolute (the notebook runs in the checkout);
-    ``workers`` (the old name) becomes ``processes``."""
+    ``workers`` (the old name) becomes ``processes``. Every value is plain data (``parameters.plain_value``), every
+    one checked whether or not the run uses it: papermill writes anything else into the notebook as code."""
+    from .parameters import plain_parameters, plain_value
+
     params: dict = {}
     for f in args.file or []:
         params.update(_read_parameter_file(f))
     for key, value in args.param or []:
-        params[key] = _parse_value(value)
+        params[key] = plain_value(key, _parse_value(value))
     resume = getattr(args, "resume", None)
     if resume is not None:
         if params.get("resume") not in (None, resume):
             raise ZooinferError(f"--resume {resume} and -p resume {params['resume']} disagree; give one")
         params["resume"] = resume
     if params.get("resume") not in (None, "", "none", "None"):
-        params = {**resumed_parameters(params["resume"], getattr(args, "model", None)), **params}
+        resumed = resumed_parameters(params["resume"], getattr(args, "model", None))
+        params = {**plain_parameters(resumed, f"--resume {params['resume']} (its stored parameters)"), **params}
     owned = [k for k in CLI_OWNED if k in params]
     if owned:
         raise ZooinferError(f"parameter {owned[0]!r} is set by zooinfer run ({CLI_OWNED[owned[0]]})")
@@ -207,8 +247,20 @@ def run_parameters(args: argparse.Namespace) -> dict:
         value = params.get(key)
         if isinstance(value, str) and value not in ("", "none", "None"):
             params[key] = str(Path(value).expanduser().absolute())
+    if params.get("compare") not in (None, "", "none", "None"):
+        params["compare"] = _absolute_variants(params["compare"])
     params.setdefault("progress", False)
     return params
+
+
+def _absolute_variants(value) -> list[str]:
+    """The ``compare`` list with each ``bins:<folder>`` folder made absolute: a folder is the caller's, relative to
+    where ``zooinfer run`` was started, not to the checkout the notebook runs in."""
+    from .parameters import BINS_PREFIX, names_value
+
+    names = names_value("compare", value)
+    return [f"{BINS_PREFIX}{Path(n[len(BINS_PREFIX):]).expanduser().absolute()}"
+            if n.startswith(BINS_PREFIX) and n[len(BINS_PREFIX):] else n for n in names]
 
 
 #: parameters of an interrupted run that a resume does not take over (the command sets or decides them anew)
@@ -221,18 +273,26 @@ def resumed_parameters(folder: str, model: str | None) -> dict:
     that changes its predictions is refused when the run starts, naming the difference. Only the notebook's
     parameters are taken (``check_notebook_parameters``)."""
     from .config import check_resumable
-    from .store import PredictionStore
+    from .store import read_fingerprint
 
     check_resumable(folder)
-    stored = PredictionStore.open(folder, writable=False).fingerprint
-    if model is not None and stored.get("model") != model:
-        raise ZooinferError(f"--resume {folder} is a run of {stored.get('model')!r}, not of {model!r}: zooinfer run "
-                            f"{stored.get('model')} --resume {folder}")
-    nb = _notebook(stored["model"])
+    stored = read_fingerprint(folder)  # only the fingerprint: unreadable chunks are recomputed by the resume
+    stored_model = stored.get("model")
+    if not isinstance(stored_model, str):
+        raise ZooinferError(f"--resume {folder}: its predictions/fingerprint.json names no model ('model' is "
+                            f"{stored_model!r}); start a new run")
+    if model is not None and stored_model != model:
+        raise ZooinferError(f"--resume {folder} is a run of {stored_model!r}, not of {model!r}: zooinfer run "
+                            f"{stored_model} --resume {folder}")
+    nb = _notebook(stored_model)
     import papermill as pm
 
     known = set(pm.inspect_notebook(str(nb)))
-    return {k: v for k, v in (stored.get("parameters") or {}).items() if k in known and k not in NOT_RESUMED}
+    parameters = stored.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ZooinferError(f"--resume {folder}: 'parameters' in its predictions/fingerprint.json is a "
+                            f"{type(parameters).__name__}, expected an object (an edited file); start a new run")
+    return {k: v for k, v in parameters.items() if k in known and k not in NOT_RESUMED}
 
 
 def check_notebook_parameters(notebook: Path, params: dict) -> None:
@@ -280,9 +340,12 @@ def _failed_cell(notebook: Path, index: int | None) -> str:
     return f"cell {cell.get('id', index)!r}" + (f" (In [{count}])" if count else "") + (f": {first}" if first else "")
 
 
-def _notebook_failed(error: Exception, out_nb: Path, partial: Path) -> int:
+def _notebook_failed(error: Exception, out_nb: Path, partial: Path, model: str | None = None) -> int:
     """What a user sees when the notebook stopped on an exception: the message itself (a clear ZooinferError) or
-    its type and message, the cell, and where the executed notebook (with the full traceback) is."""
+    its type and message, the cell, and where the executed notebook (with the full traceback) is. A file the run
+    could not write (``OutputError``: a full disk) leaves a run that ``--resume`` finishes; it says so."""
+    from .errors import OutputError
+
     ename = getattr(error, "ename", type(error).__name__)
     evalue = getattr(error, "evalue", str(error))
     clear = ename in _zooinfer_error_names()
@@ -290,8 +353,36 @@ def _notebook_failed(error: Exception, out_nb: Path, partial: Path) -> int:
     print(f"error: {evalue}" if clear else f"error: the notebook failed with {ename}: {evalue}", file=sys.stderr)
     print(f"  stopped in {where}", file=sys.stderr)
     print(f"  the executed notebook (full traceback): {out_nb}", file=sys.stderr)
-    print(f"  the partial run folder: {partial} (zooinfer clean --yes removes it)", file=sys.stderr)
+    if ename == OutputError.__name__:
+        print(f"  the partial run folder: {partial}; {_finish_later(model or partial.parent.name, partial)}",
+              file=sys.stderr)
+    else:
+        print(f"  the partial run folder: {partial} (zooinfer clean --yes removes it)", file=sys.stderr)
     return EXIT_CLEAR_ERROR if clear else EXIT_UNEXPECTED
+
+
+def _finish_later(model: str, partial: Path) -> str:
+    """How a run stopped by a file it could not write is finished once the cause is mended."""
+    return (f"once that is mended, zooinfer run {model} --resume {partial} finishes it (its stored predictions are "
+            "not computed again)")
+
+
+def _output_failed(error: Exception, model: str, partial: Path) -> int:
+    """A file of the run (the executed notebook, an HTML page) that could not be written: the file and the
+    system's reason; the run folder keeps its partial name."""
+    print(f"error: {error}", file=sys.stderr)
+    print(f"  the run folder stays {partial} (incomplete); {_finish_later(model, partial)}", file=sys.stderr)
+    return EXIT_CLEAR_ERROR
+
+
+#: the errno values of a storage that takes no more (full, over quota, a file size limit, read-only)
+STORAGE_FULL = ("ENOSPC", "EDQUOT", "EFBIG", "EROFS")
+
+
+def _storage_full(error: BaseException) -> bool:
+    import errno
+
+    return isinstance(error, OSError) and error.errno in {getattr(errno, n, None) for n in STORAGE_FULL} - {None}
 
 
 def _logged_kernel_manager(log: Path) -> type:
@@ -308,17 +399,32 @@ def _logged_kernel_manager(log: Path) -> type:
     return LoggedKernelManager
 
 
-def _after_run(final: Path) -> int:
-    """Say on the terminal what the report says in its first lines: an md5 mismatch, skipped images (exit 3 for
-    more than ``report.SKIP_THRESHOLD`` of them)."""
+def _read_metrics(folder: Path) -> dict | None:
+    """The run's metrics.json (what the notebook's ``finish()`` wrote), or None after saying why it is missing."""
+    try:
+        doc = json.loads((folder / "metrics.json").read_text())
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+        return doc
+    except (OSError, ValueError) as e:
+        print(f"error: the run wrote no readable {folder / 'metrics.json'} ({e}); the partial run is in {folder}",
+              file=sys.stderr)
+        return None
+
+
+def _after_run(final: Path, doc: dict | None = None) -> int:
+    """Say on the terminal what the report says in its first lines: a parity failure, an md5 mismatch, skipped
+    images (exit 3 for more than ``report.SKIP_THRESHOLD`` of them). ``doc``: the run's metrics.json (default:
+    read from ``final``)."""
     from .report import EXIT_TOO_MANY_SKIPPED
 
-    try:
-        doc = json.loads((final / "metrics.json").read_text())
-    except (OSError, ValueError) as e:
-        print(f"warning: could not read {final / 'metrics.json'} ({e})", file=sys.stderr)
+    doc = _read_metrics(final) if doc is None else doc
+    if doc is None:
         return EXIT_UNEXPECTED
     status = EXIT_OK
+    parity_failure = (doc.get("onnx") or {}).get("parity_failure")
+    if parity_failure:
+        print(f"warning: {parity_failure}; no verdict is given", file=sys.stderr)
     if doc.get("md5_matches") is False:
         ck = doc.get("checkpoint") or {}
         print(f"warning: {ck.get('file')}: md5 {ck.get('md5')} differs from the published {ck.get('published_md5')} "
@@ -332,10 +438,9 @@ def _after_run(final: Path) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import papermill as pm
-
     from .config import RunConfig, check_output_folder
-    from .report import new_run_id, render_html
+    from .report import new_run_id
+    from .store import RunLock
 
     notebook = _notebook(args.model)  # an unknown model: the known ones, and nothing created
     params = run_parameters(args)
@@ -354,43 +459,96 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every check the notebook's set-up cell makes, here, before a kernel starts (warnings were said above)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        RunConfig.from_parameters({**params, "model": args.model, "output_root": str(root)})
+        config = RunConfig.from_parameters({**params, "model": args.model, "output_root": str(root)})
+    # the run folder's lock (store.RunLock) is held from here until the folder is renamed complete: zooinfer list /
+    # clean see the run as running, and a second resume of it is refused at once
     if params.get("resume") not in (None, "", "none", "None"):
         partial = Path(params["resume"])  # the interrupted run's folder: this command renames it when complete
         final = partial.with_name(partial.name.lstrip(".").removesuffix(".partial"))
+        run_lock = _resume_lock(config, partial)
     else:
         run_id = new_run_id(args.model)
         final = root / args.model / run_id
         partial = final.with_name(f".{run_id}.partial")
         partial.mkdir(parents=True)
+        run_lock = RunLock.take(partial, doing="run")
     params["run_dir"] = str(partial)  # the notebook writes metrics.json and plots here; this command renames it
+    try:
+        return _execute(args, notebook, params, partial, final)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (main's handler raises Terminated)
+        what, status = _interruption(e)
+        print(f"\n{what}; the partial run is in {partial}: zooinfer run {args.model} --resume {partial} "
+              "continues it (zooinfer clean --yes removes it)", file=sys.stderr)
+        return status
+    finally:
+        if final.is_dir() and not partial.exists():  # renamed complete: the finished folder keeps no lock file
+            run_lock.moved(final)
+            run_lock.release(remove=True)
+        else:
+            run_lock.release()
+
+
+def _resume_lock(config, partial: Path):
+    """The lock of the interrupted run's folder ``partial``, taken before anything is written into it (refused at
+    once, naming the pid, while another process runs or resumes it), then every check of the resume that needs
+    the dataset opened (its ground-truth files' digests, the selected samples): a refused resume leaves the folder
+    as it was (its executed notebook included)."""
+    from .evaluation import check_resume_dataset
+    from .store import RunLock
+
+    lock = RunLock.take(partial, doing="resumed")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what opening the dataset warns about, the notebook says
+            check_resume_dataset(config)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _execute(args: argparse.Namespace, notebook: Path, params: dict, partial: Path, final: Path) -> int:
+    """Execute the notebook into the ``partial`` folder, render its two HTML pages there and rename the folder to
+    ``final`` only when every file is written (else it stays partial, exit 2, naming the file); the exit status."""
+    import papermill as pm
+
+    from . import report
+
     out_nb = partial / f"{args.model}.ipynb"
     try:
         pm.execute_notebook(str(notebook), str(out_nb), parameters=params, kernel_name=args.kernel,
                             progress_bar=not args.quiet, cwd=str(_checkout()),
                             kernel_manager_class=_logged_kernel_manager(partial / "kernel.log"))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the partial run is in {partial}: zooinfer run {args.model} --resume {partial} "
-              "continues it (zooinfer clean --yes removes it)", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except pm.PapermillExecutionError as e:
-        return _notebook_failed(e, out_nb, partial)
+        return _notebook_failed(e, out_nb, partial, args.model)
     except Exception as e:  # noqa: BLE001 - the partial folder keeps the executed notebook for diagnosis
+        if _storage_full(e):  # papermill writes the executed notebook as it goes
+            return _output_failed(report.write_failed(e.filename or out_nb, e), args.model, partial)
         print(f"error: the notebook could not run ({type(e).__name__}: {e}); the partial run is in {partial}",
               file=sys.stderr)
         return EXIT_UNEXPECTED
-    for name, code in ((f"{args.model}.html", True), (f"{args.model}-report.html", False)):
-        try:
-            render_html(out_nb, partial / name, code=code)
-        except Exception as e:  # noqa: BLE001 - the HTML is a convenience; the run itself is complete
-            print(f"warning: could not render {name} ({e})", file=sys.stderr)
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
+    try:
+        for name, code in ((f"{args.model}.html", True), (f"{args.model}-report.html", False)):
+            try:
+                report.render_html(out_nb, partial / name, code=code)
+            except ZooinferError:
+                raise
+            except Exception as e:  # noqa: BLE001 - nbconvert failed on it: the HTML is a convenience
+                print(f"warning: could not render {name} ({type(e).__name__}: {e})", file=sys.stderr)
+        doc = _read_metrics(partial)  # a run without its metrics.json is not complete
+        if doc is None:
+            return EXIT_UNEXPECTED
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    except ZooinferError as e:  # report.OutputError: a file it could not write
+        return _output_failed(e, args.model, partial)
+    except OSError as e:
+        return _output_failed(report.write_failed(e.filename or partial, e), args.model, partial)
     print(f"report: {final}")
-    for name in sorted(p.name for p in final.iterdir()):
+    for name in sorted(p.name for p in final.iterdir() if not p.name.startswith(".")):  # not the lock file
         print(f"  {name}")
-    return _after_run(final)
+    return _after_run(final, doc)
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -435,7 +593,7 @@ def cmd_bins(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import recipes
-    from .backends.bins import write_info, write_input
+    from .backends.bins import make_folder, write_info, write_input
 
     from .config import check_output_folder
 
@@ -446,7 +604,7 @@ def cmd_bins(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ZooinferError(f"--limit must be an integer >= 1, got {args.limit}")
     ds = r.open_dataset(args.data_root).subset(args.limit)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     entries, failed = [], []
     for s in tqdm(ds, desc=f"{r.name} -> {out}", unit="img"):
         try:
@@ -456,11 +614,11 @@ def cmd_bins(args: argparse.Namespace) -> int:
             continue
         for v, a in enumerate(views):
             folder = out if len(views) == 1 else out / f"view{v}"
-            folder.mkdir(exist_ok=True)
-            write_input(a, folder / f"{s.key}.bin")
+            make_folder(folder)
+            write_input(a, folder / f"{s.key}.bin", root=out)  # a full disk: a clear error, no truncated file
             if v == 0:
                 entries.append((str(folder / f"{s.key}.bin"), a.shape[-1], a.shape[-2]))
-    write_info(entries, out.with_suffix(".info"))
+    write_info(entries, out.with_suffix(".info"), root=out)
     print(f"{len(entries)} inputs in {out}, list in {out.with_suffix('.info')}; {len(failed)} unreadable")
     for p, why in failed[:10]:
         print(f"  skipped {p}: {why}")
@@ -523,19 +681,48 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, ``kill``), raised where the command is, as Ctrl-C raises KeyboardInterrupt: the
+    same paths then run (papermill shuts the notebook's kernel down, the partial run folder is said)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """main's SIGTERM handler: once; a second SIGTERM ends the process at once (the default)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+def _interruption(error: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped the command, in the words of its one line, and the exit status."""
+    return ("terminated (SIGTERM)", EXIT_TERMINATED) if isinstance(error, Terminated) else \
+        ("interrupted", EXIT_INTERRUPTED)
+
+
+def _on_sigterm(handler: object) -> object:
+    """Install ``handler`` for SIGTERM (where this runs in the main thread); returns the one it replaces."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):  # not the main thread; or no Python-level handler to put back
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     shown, warnings.showwarning = warnings.showwarning, _show_warning
+    sigterm = _on_sigterm(_terminate)
     try:
         return args.fn(args)
     except ZooinferError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CLEAR_ERROR
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        what, status = _interruption(e)
+        print(f"\n{what}", file=sys.stderr)
+        return status
     finally:
         warnings.showwarning = shown
+        if sigterm is not None:
+            _on_sigterm(sigterm)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ZooinferError
+from .errors import BackendError, ZooinferError
 from .recipes.base import Recipe
 from .variants import Skipped, Sources, Variant, open_variants
 
+#: skipped samples a report names (then a count)
+SAMPLES_NAMED = 10
 #: disagreement given to a sample whose outputs were not finite in the variant or the reference
 NONFINITE_SCORE = 1e6
 #: detections per image that per-image AP reads (COCO's maxDets)
@@ -460,12 +462,16 @@ class VariantResult:
     onnx_path: str | None = None
     #: (disagreement, sample key, compact variant prediction) of the worst samples, worst first (for drawing)
     worst_predictions: list = field(default_factory=list)
+    #: {sample key: reason} of the samples this variant lacks (no or unreadable result file, unreadable image): no
+    #: variant's metric counts them
+    skipped_samples: dict = field(default_factory=dict)
 
 
 @dataclass
 class Comparison:
     """What :func:`compare` returns: per variant results, the variants skipped here, the reference's compact
-    predictions (for drawing) and the settings."""
+    predictions (for drawing) and the settings. ``samples``: the samples every variant and the reference hold,
+    the only ones any metric, delta or agreement figure counts."""
 
     model: str
     task: str
@@ -477,6 +483,8 @@ class Comparison:
     settings: dict
     reference_predictions: dict = field(default_factory=dict, repr=False)
     paths: dict = field(default_factory=dict, repr=False)
+    #: the dataset's samples not compared because some variant (or the reference) lacks them, in dataset order
+    excluded: list = field(default_factory=list)
 
     def result(self, name: str) -> VariantResult:
         for r in self.results:
@@ -491,7 +499,8 @@ class Comparison:
 
     def rows(self, percent: bool = True) -> list[dict]:
         """One markdown-able row per variant (headline metrics in percent, their delta in points, img/s, speed vs the
-        reference, the agreement summary, non-finite counts), then one per skipped variant."""
+        reference, the agreement summary, non-finite counts, the samples it lacks: count and the first ten), then one
+        per skipped variant."""
         ref = self.result(self.reference)
         out = []
         for r in self.results:
@@ -509,6 +518,8 @@ class Comparison:
                 if k != "n":
                     row[k] = _round(v, 4) if isinstance(v, float) else v
             row["non-finite"] = len(r.nonfinite)
+            row["skipped"] = len(r.skipped_samples)
+            row["skipped samples"] = name_samples(r.skipped_samples)
             out.append(row)
         for s in self.skipped:
             out.append({"variant": s.name, "backend": "skipped", "reason": s.reason})
@@ -539,6 +550,14 @@ class Comparison:
 
         parts = [f"**Variants of {self.model} on {len(self.samples)} samples, reference `{self.reference}`**",
                  markdown_table(self.rows())]
+        if self.excluded:
+            parts.append(f"{len(self.excluded)} samples are left out of every figure because a variant lacks them: "
+                         f"{name_samples(self.excluded)}.")
+        for r in self.results:
+            if r.skipped_samples:
+                parts.append(f"`{r.name}` lacks {len(r.skipped_samples)}: " + "; ".join(
+                    f"{k} ({why})" for k, why in list(r.skipped_samples.items())[:10])
+                    + (f"; +{len(r.skipped_samples) - 10} more" if len(r.skipped_samples) > 10 else ""))
         nf = self.nonfinite
         if nf:
             parts.append("**Non-finite outputs:**\n\n" + "\n".join(f"- {x.message()}" for x in nf[:20])
@@ -565,9 +584,12 @@ class Comparison:
                 "agreement": r.summary, "worst": self.worst(r.name, worst) if r.name != self.reference else [],
                 "nonfinite": [dataclasses.asdict(x) for x in r.nonfinite],
                 "postprocess_retried_with_zeros": r.postprocess_retried,
+                "skipped_samples": {"count": len(r.skipped_samples), "first": [
+                    {"sample": k, "reason": why} for k, why in list(r.skipped_samples.items())[:SAMPLES_NAMED]]},
                 "info": {k: v for k, v in r.info.items() if k not in ("calibration_failed",)},
             })
         return {"model": self.model, "task": self.task, "reference": self.reference, "n_samples": len(self.samples),
+                "excluded_samples": {"count": len(self.excluded), "first": self.excluded[:SAMPLES_NAMED]},
                 "settings": self.settings, "variants": variants,
                 "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped]}
 
@@ -640,8 +662,6 @@ def compare(recipe: Recipe, dataset: Any, variants: Iterable[str | Variant], ref
     are listed in ``Comparison.skipped`` with the reason; an unknown name raises ZooinferError.
 
     Returns a :class:`Comparison` (``rows()``, ``worst()``, ``to_dict()``, ``markdown()``)."""
-    from .pipeline import run as pipeline_run
-
     if recipe.task not in TASKS:
         raise ZooinferError(f"compare: unknown task {recipe.task!r}")
     items = list(variants)
@@ -655,33 +675,145 @@ def compare(recipe: Recipe, dataset: Any, variants: Iterable[str | Variant], ref
     if not len(data):
         raise ZooinferError("compare: the dataset has no samples")
     src = sources or Sources(recipe, onnx_path=onnx_path, model=model)
-    opened, skipped = open_variants(items, recipe, sources=src, dataset=dataset, calibration=calibration,
-                                    calibration_keys=calibration_keys, int8_options=int8_options, threads=threads,
-                                    device_id=device_id, om_path=om_path)
-    order = {n: i for i, n in enumerate(names)}
-    opened.sort(key=lambda v: (v.name != reference, order[v.name]))
+
+    def open_all(which: list) -> tuple[list[Variant], list[Skipped]]:
+        opened, skipped = open_variants(which, recipe, sources=src, dataset=dataset, calibration=calibration,
+                                        calibration_keys=calibration_keys, int8_options=int8_options, threads=threads,
+                                        device_id=device_id, om_path=om_path)
+        opened.sort(key=lambda v: (v.name != reference, names.index(v.name)))
+        return opened, skipped
+
+    opened, skipped = open_all(items)
     if not opened or opened[0].name != reference:
         why = next((s.reason for s in skipped if s.name == reference), "not opened")
         raise ZooinferError(f"compare: the reference variant {reference!r} cannot run here: {why}")
+    # the samples each variant lacks ({variant: {key: reason}}): result files missing or of the wrong size (seen before
+    # any run), then what a run skipped. Every variant is scored on the samples none lacks; when a run skipped samples
+    # another scored, every variant runs again without them (the sessions, let go after each run, are opened again)
+    lacking = {v.name: _missing_results(v.session, data) for v in opened}
+    for v in [v for v in opened[1:] if len(lacking[v.name]) == len(data)]:  # nothing to compare: skipped, not fatal
+        skipped.append(Skipped(v.name, f"holds none of the {len(data)} samples: "
+                                       f"{next(iter(lacking.pop(v.name).values()))}"))
+        opened.remove(v)
+    owned = {id(v) for v in items if isinstance(v, Variant)}
+    for attempt in range(MAX_PASSES):
+        if attempt:
+            opened, _ = open_all([v if id(v) in owned else v.name for v in opened])
+        common = _without(data, {k for keys in lacking.values() for k in keys})
+        if not len(common):
+            raise ZooinferError("compare: no sample is held by every variant: "
+                                + "; ".join(f"{n} lacks {len(keys)} ({name_samples(keys)})"
+                                            for n, keys in lacking.items() if keys))
+        results, failed, ref_store = _score_variants(recipe, common, opened, reference, owned, bs=bs,
+                                                     score_threshold=score_threshold, iou=iou, keep_worst=keep_worst,
+                                                     progress=progress)
+        skipped += failed
+        opened = [v for v in opened if v.name not in {f.name for f in failed}]
+        ran_skipped = {r.name: {k: why for k, _, why in r.skipped_images} for r in results}
+        if len({frozenset(keys) for keys in ran_skipped.values()}) <= 1:  # the same samples in every metric
+            break
+        for name, keys in ran_skipped.items():
+            lacking[name].update(keys)
+    else:
+        raise ZooinferError(f"compare: the variants kept skipping different samples after {MAX_PASSES} passes: "
+                            + "; ".join(f"{n}: {name_samples(k)}" for n, k in ran_skipped.items()))
+    for r in results:
+        r.skipped_samples = {**lacking[r.name], **ran_skipped[r.name]}
+    compared = [s.key for s in common if not any(s.key in keys for keys in ran_skipped.values())]
+    return Comparison(
+        model=recipe.name, task=recipe.task, reference=reference, headline=tuple(recipe.headline),
+        samples=compared, results=results, skipped=skipped,
+        settings={"bs": bs, "limit": limit, "score_threshold": score_threshold, "iou": iou,
+                  "calibration": calibration, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+        reference_predictions=ref_store, paths={s.key: s.path for s in data},
+        excluded=[s.key for s in data if s.key not in set(compared)])
+
+
+#: passes over the samples at most: the first on the samples whose result files are there, one more when a run
+#: skipped samples (e.g. an unreadable result file) that another variant scored
+MAX_PASSES = 3
+
+
+def name_samples(keys: Iterable[str], first: int = SAMPLES_NAMED) -> str:
+    """The first ``first`` sample keys, comma-separated, then ``(+N more)``: how a report names skipped samples."""
+    keys = list(keys)
+    more = f" (+{len(keys) - first} more)" if len(keys) > first else ""
+    return ", ".join(map(str, keys[:first])) + more
+
+
+def _is_reader(session: Any) -> bool:
+    """A reader of outputs computed elsewhere (``read(key)``, no ``run``), e.g. a ``bins:`` result folder."""
+    return hasattr(session, "read") and not hasattr(session, "run")
+
+
+def _missing_results(session: Any, data: Any) -> dict[str, str]:
+    """{key: reason} of the samples whose result files a reader lacks (names only; {} for a session that runs)."""
+    missing = getattr(session, "missing", None)
+    if not callable(missing):
+        return {}
+    return {s.key: why for s in data if (why := missing(s.key))}
+
+
+class _SkipUnreadable:
+    """A result reader whose unreadable files (wrong size, bad text) skip their sample, as missing files do, instead
+    of ending the comparison."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.name, self.device = getattr(reader, "name", "bins"), getattr(reader, "device", "?")
+
+    def read(self, key: str) -> Any:
+        try:
+            return self.reader.read(key)
+        except BackendError as e:  # the pipeline skips a sample whose read raises OSError or ValueError
+            raise ValueError(str(e)) from None
+
+
+def _without(data: Any, keys: set[str]) -> Any:
+    """``data`` without the samples ``keys`` (dataset order kept)."""
+    if not keys:
+        return data
+    return dataclasses.replace(data, samples=[s for s in data.samples if s.key not in keys])
+
+
+def _score_variants(recipe: Recipe, data: Any, opened: list[Variant], reference: str, owned: set[int], *, bs: int,
+                    score_threshold: float, iou: float, keep_worst: int, progress: bool
+                    ) -> tuple[list[VariantResult], list[Skipped], dict]:
+    """One pass: every opened variant (the reference first) through the pipeline over ``data``, compared sample by
+    sample with the reference; returns the results, the variants other than the reference that failed (as Skipped)
+    and the reference's compact predictions. Sessions not in ``owned`` (the caller's) are let go after their run."""
+    from .pipeline import run as pipeline_run
+
     gt = _gt_index(recipe.task, data)
     ref_state: dict | None = None
     results: list[VariantResult] = []
+    failed: list[Skipped] = []
     ref_rank1: dict = {}
     for v in opened:
+        session = _SkipUnreadable(v.session) if _is_reader(v.session) else v.session
         try:
-            _warm_up(recipe, v.session, data[0])
+            _warm_up(recipe, session, data[0])
         except Exception as e:  # noqa: BLE001 - a variant that fails at run time is skipped, with the reason
             if v.name == reference:
                 raise
-            skipped.append(Skipped(v.name, f"failed on its first batch: {type(e).__name__}: {e}"))
+            failed.append(Skipped(v.name, f"failed on its first batch: {type(e).__name__}: {e}"))
             continue
         watch = _Watch(recipe, v.name)
         watched = dataclasses.replace(recipe, postprocess=watch)
         rec = _Recorder(recipe.new_accumulator(data), recipe.task, reference=ref_state, gt=gt,
                         score_threshold=score_threshold, iou=iou, keep_worst=keep_worst, bad_keys=watch.bad_keys)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = pipeline_run(watched, data, v.session, bs=bs, accumulator=rec, progress=progress)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = pipeline_run(watched, data, session, bs=bs, accumulator=rec, progress=progress)
+        except Exception as e:  # noqa: BLE001 - as on its first batch: this variant is skipped, with the reason
+            if v.name == reference:
+                raise
+            failed.append(Skipped(v.name, f"failed while running: {type(e).__name__}: {e}"))
+            continue
+        finally:
+            if id(v) not in owned:
+                v.session = None  # let the session (and its memory) go: only the figures are kept
         rank1 = rank1_gallery(rec.inner) if recipe.task == "reid" else {}
         if ref_state is None:
             ref_state = {"store": rec.store, "ap": rec.ap, "bad_keys": watch.bad_keys}
@@ -709,12 +841,4 @@ def compare(recipe: Recipe, dataset: Any, variants: Iterable[str | Variant], ref
             worst_predictions=[(d, k, c) for d, _, k, c in worst_preds]))
         if v.name == reference:
             results[0].summary["nonfinite_samples"] = len(watch.bad_keys)
-        if not any(isinstance(i, Variant) and i is v for i in items):
-            v.session = None  # let the session (and its memory) go: only the figures are kept
-    return Comparison(
-        model=recipe.name, task=recipe.task, reference=reference, headline=tuple(recipe.headline),
-        samples=[s.key for s in data], results=results, skipped=skipped,
-        settings={"bs": bs, "limit": limit, "score_threshold": score_threshold, "iou": iou,
-                  "calibration": calibration, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
-        reference_predictions=ref_state["store"] if ref_state else {},
-        paths={s.key: s.path for s in data})
+    return results, failed, ref_state["store"] if ref_state else {}

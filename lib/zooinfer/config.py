@@ -4,20 +4,26 @@ Every notebook parameter is a field here (plus the model's own options, e.g. Pyr
 variant of its recipe). The notebook builds it with :meth:`RunConfig.from_parameters`; the evaluation, the pipeline,
 the scale-out tasks, the benchmark and the report read it and never change it (``dataclasses.replace`` gives a
 changed copy).
+
+Values are parsed with the plain parsers of :mod:`zooinfer.parameters` (below this module): config imports none of
+the features whose parameters it checks (loadgen, variants, report, store, export, bench), not even in a function.
+The names it re-exports from there (``batch_sizes_value``, ``seconds_value``, ``check_output_folder`` ...) keep
+working from here.
 """
 from __future__ import annotations
 
-import difflib
-import math
-import numbers
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import BackendError, CheckpointError, DatasetError, ZooinferError
+from .parameters import (FLAG_WORDS, RESULT_SUFFIXES, STORE_FINGERPRINT, STORE_FOLDER, ResumeRefused,  # noqa: F401
+                         batch_sizes_value, check_environment, check_output_folder, check_result_folder,
+                         close_matches, default_output_root, flag, integer, milliseconds_value, names_value,
+                         none_if_empty, onnx_batch, parse_variant, plain_value, read_stored_fingerprint,
+                         resume_differences, scenario_name, seconds_value)
 
 PRECISIONS = ("fp32", "fp16")
 #: parameters that name a file, folder or address: "", "none" and "None" (what a command line gives) mean None
@@ -27,120 +33,14 @@ OPTIONAL_TEXT = ("weights", "data_root", "ray_address", "onnx_path", "om_path", 
 RENAMED = {"workers": "processes"}
 
 
-def _none_if_empty(v: Any) -> Any:
-    return None if v in ("", "none", "None") else v
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int of at least ``minimum`` (ints, integral floats, digit strings), else a ZooinferError."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        number = int(value)
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        number = int(value)
-    else:
-        number = None
-    if number is None or number < minimum:
-        raise ZooinferError(f"parameter {name!r} must be an integer >= {minimum}, got {value!r}")
-    return number
-
-
-#: the spellings of a flag a command line or YAML file may give (papermill hands ``-p x false`` over as a string)
-FLAG_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
-
-
-def _flag(name: str, value: Any) -> bool:
-    """``value`` as a bool (True/False, or 'true'/'false'/'yes'/'no' from a command line), else a ZooinferError."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
-        return FLAG_WORDS[value.strip().lower()]
-    raise ZooinferError(f"parameter {name!r} must be true or false, got {value!r}")
-
-
-def batch_sizes_value(value: Any) -> tuple[int, ...]:
-    """``batch_sizes`` as a tuple of ints >= 1: a list/tuple, one int, or their text form as papermill hands it over
-    (``-p batch_sizes "[1, 8]"`` arrives as the string "[1, 8]"; "1,8" and "8" are accepted too)."""
-    expected = ("parameter 'batch_sizes' must be a list of integers >= 1, e.g. [1, 8] (on a command line: "
-                f"-p batch_sizes \"[1, 8]\"), got {value!r}")
-    sizes = value
-    if isinstance(sizes, str):
-        import yaml
-
-        text = sizes.strip()
-        try:
-            sizes = yaml.safe_load(text if text.startswith("[") or "," not in text else f"[{text}]")
-        except yaml.YAMLError:
-            raise ZooinferError(expected) from None
-    if isinstance(sizes, (numbers.Integral, float)) and not isinstance(sizes, bool):
-        sizes = [sizes]
-    if not isinstance(sizes, (list, tuple)) or not sizes:
-        raise ZooinferError(expected)
-    try:
-        return tuple(_integer("batch_sizes", b, 1) for b in sizes)
-    except ZooinferError:
-        raise ZooinferError(expected) from None
-
-
-def names_value(name: str, value: Any) -> tuple[str, ...]:
-    """A list of names (variants, scenarios) as a tuple of strings: a list/tuple, one name, or their text form as
-    papermill hands it over ("[onnxruntime-int8, torch]", "onnxruntime-int8,torch"); None / "" -> ()."""
-    value = _none_if_empty(value)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        import yaml
-
-        text = value.strip()
-        try:
-            value = yaml.safe_load(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
-        except yaml.YAMLError:
-            raise ZooinferError(f"parameter {name!r} must be a list of names, e.g. [a, b] (on a command line: "
-                                f"-p {name} \"[a, b]\"), got {value!r}") from None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise ZooinferError(f"parameter {name!r} must be a list of names, got {value!r}")
-    return tuple(value)
-
-
-def seconds_value(name: str, value: Any) -> float:
-    """``value`` as a finite number of seconds >= 0 (numbers or their text form), else a ZooinferError."""
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise ZooinferError(f"parameter {name!r} must be a number of seconds >= 0, got {value!r}")
-    return number
-
-
-def close_matches(name: str, valid: Any) -> str:
-    """' (did you mean 'a' or 'b'?)' for the valid names close to ``name``, else ''."""
-    near = difflib.get_close_matches(str(name), sorted(valid), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
-
-
-def check_output_folder(path: str | os.PathLike, what: str) -> Path:
-    """Raise a ZooinferError unless ``path`` is a folder this process can create files in, or can be created (its
-    nearest existing parent is a writable folder). ``what`` names the parameter or option (e.g. "output_root").
-    Writes (and removes) one probe file: permission bits alone do not say it for root or read-only mounts."""
-    target = Path(path).expanduser()
-    if target.exists() and not target.is_dir():
-        raise ZooinferError(f"{what}: {target} is a file, expected a folder (or a path where one can be created)")
-    existing = target
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ZooinferError(f"{what}: cannot create {target}: {existing} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing, prefix=".zooinfer-write-check-"):
-            pass
-    except OSError as e:
-        raise ZooinferError(f"{what}: cannot write into {existing}" + ("" if existing == target else
-                            f" (to create {target})") + f": {e.strerror or e}; choose a writable folder") from None
-    return target
+#: integer fields: (name, minimum, whether None is allowed); a bool is never an integer (YAML reads "yes" as one)
+INTEGER_FIELDS = (("bs", 1, False), ("limit", 1, True), ("subset", 1, True), ("seed", 0, False),
+                  ("threads", 1, True), ("prep_threads", 1, True), ("prep_processes", 1, True),
+                  ("processes", 1, False), ("device_id", 0, True), ("keep", 0, True), ("calibration", 1, True))
+#: the parts of a stored fingerprint a resume is compared on before anything runs (the dataset's own digest and the
+#: selected keys need the dataset opened: the evaluation compares them), and their names in the refusal
+RESUME_PARTS = {"model": "model", "recipe": "recipe (model options)", "checkpoint": "checkpoint",
+                "dataset": "dataset", "selection": "selected samples", "backend": "backend settings"}
 
 
 @dataclass(frozen=True)
@@ -215,24 +115,18 @@ class RunConfig:
         from .backends import registry
 
         backend = registry.get(self.backend)  # an unknown name lists the valid ones
-        if isinstance(self.bs, bool) or not isinstance(self.bs, int) or self.bs < 1:
-            raise ZooinferError(f"parameter 'bs' must be an integer >= 1, got {self.bs!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise ZooinferError(f"parameter 'limit' must be None or an integer >= 1, got {self.limit!r}")
-        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int)
-                                        or self.subset < 1):
-            raise ZooinferError(f"parameter 'subset' must be None or an integer >= 1, got {self.subset!r}")
+        for name, minimum, optional in INTEGER_FIELDS:
+            value = getattr(self, name)
+            if (value is None and not optional) or (value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < minimum)):
+                raise ZooinferError(f"parameter {name!r} must be {'None or ' if optional else ''}an integer >= "
+                                    f"{minimum}, got {value!r}")
         if self.subset is not None and self.limit is not None:
             raise ZooinferError(f"parameters 'limit' ({self.limit}: the first N) and 'subset' ({self.subset}: a random "
                                 "N) both select samples; give one")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ZooinferError(f"parameter 'seed' must be an integer >= 0, got {self.seed!r}")
-        if self.prep_processes is not None and (isinstance(self.prep_processes, bool) or
-                                                not isinstance(self.prep_processes, int) or self.prep_processes < 1):
-            raise ZooinferError(f"parameter 'prep_processes' must be None or an integer >= 1, "
-                                f"got {self.prep_processes!r}")
-        if not isinstance(self.processes, int) or self.processes < 1:
-            raise ZooinferError(f"parameter 'processes' must be an integer >= 1, got {self.processes!r}")
+        seconds_value("bench_min_time", self.bench_min_time)
+        if self.latency_bound_ms is not None:
+            milliseconds_value("latency_bound_ms", self.latency_bound_ms)
         if self.precision not in PRECISIONS:
             raise ZooinferError(f"parameter 'precision' must be one of {', '.join(PRECISIONS)}, "
                                 f"got {self.precision!r}")
@@ -240,14 +134,10 @@ class RunConfig:
                 any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes):
             raise ZooinferError(f"parameter 'batch_sizes' must be a non-empty tuple of integers >= 1, "
                                 f"got {self.batch_sizes!r}")
-        if self.compare or self.scenarios:  # names checked now, not after the evaluation
-            from .loadgen import scenario_name
-            from .variants import parse_name
-
-            for name in self.compare:
-                parse_name(name)
-            for name in self.scenarios:
-                scenario_name(name)
+        for name in self.compare:  # names checked now, not after the evaluation
+            parse_variant(name)
+        for name in self.scenarios:
+            scenario_name(name)
         if backend.reads_stored_results and self.distributed:
             raise ZooinferError(f"backend={self.backend!r} reads results an external tool already computed: there "
                                 "is nothing to spread over processes; run it with processes=1 and no ray_address")
@@ -259,7 +149,9 @@ class RunConfig:
 
         Keys that are not fields are the model's options (its ``NotebookSpec.extra``, e.g. PyramidBox's ``canvas``);
         ``workers`` is the old name of ``processes`` (accepted with a FutureWarning); anything else is refused with
-        the valid names and the close matches. Command-line spellings are normalised: "" / "none" -> None for paths
+        the valid names and the close matches; a value that is not plain data (text, numbers, true/false, None,
+        lists/tuples and text-keyed dicts of them, paths) is refused (``parameters.plain_value``: bytes from a YAML
+        ``!!binary``, sets, dates). Command-line spellings are normalised: "" / "none" -> None for paths
         and ``limit``, integral strings -> ints, "true"/"false" -> bools, the text of a list ("[1, 8]", as papermill
         hands ``-p batch_sizes "[1, 8]"`` over) -> a tuple. ``check``: also :meth:`check_inputs` (paths, backend,
         output folder) -- before anything slow runs.
@@ -277,6 +169,7 @@ class RunConfig:
         options: dict[str, Any] = {}
         metric: dict[str, Any] = {}
         for key, value in params.items():
+            plain_value(key, value, python=True)  # every parameter, whether or not this run uses it
             if key in RENAMED:
                 new = RENAMED[key]
                 warnings.warn(f"parameter {key!r} is now called {new!r}; {key!r} will stop working",
@@ -304,10 +197,13 @@ class RunConfig:
     def check_inputs(self) -> None:
         """Check what the run will read and write before anything slow runs (``from_parameters`` calls it): the
         checkpoint, dataset and artefact paths exist, the backend's runtime is installed and its artefacts given, an
-        ONNX file with a static batch takes ``bs``, and the output folder can be written. Raises a ZooinferError
-        naming the parameter and what was expected."""
+        ONNX file with a static batch takes ``bs``, a ``bins:`` folder to compare holds result files, a resumed run
+        was made with the same settings (:meth:`check_resume`), the ``ZOOINFER_*`` environment variables parse
+        (``parameters.ENVIRONMENT``), and the output folder can be written. Raises a ZooinferError naming the
+        parameter (or variable) and what was expected."""
         from .backends import registry
 
+        check_environment()
         r = self.recipe()
         published = f"the published file is {r.checkpoint_file}" + (f", md5 {r.checkpoint_md5}" if
                                                                      r.checkpoint_md5 else "")
@@ -335,24 +231,53 @@ class RunConfig:
         if self.onnx_path is not None:
             if not os.path.isfile(self.onnx_path):
                 raise BackendError(f"parameter 'onnx_path': ONNX file not found: {self.onnx_path}")
-            from .export import onnx_batch
-
             fixed = onnx_batch(self.onnx_path)
             if fixed is not None and fixed != self.bs and "onnx_path" in backend.needs:
                 raise BackendError(f"parameter 'bs': {self.onnx_path} has a static batch size of {fixed}, got "
                                    f"bs={self.bs}; run with bs={fixed}, or export it again with a dynamic batch "
                                    "axis (static_batch=false) or for this bs")
+        for name in self.compare:  # a missing folder is a variant the section skips; a malformed one is refused now
+            kind, folder = parse_variant(name)
+            if kind == "bins" and os.path.lexists(folder):
+                check_result_folder(folder, f"parameter 'compare' ({name})")
         if self.resume is not None:
             check_resumable(self.resume)
+            self.check_resume()
         if self.run_dir is not None or self.resume is not None:
             check_output_folder(self.run_dir or self.resume, "parameter 'run_dir'" if self.run_dir else
                                 "parameter 'resume'")
         else:
-            from .report import default_output_root
-
             root = self.output_root if self.output_root is not None else default_output_root()
             check_output_folder(root, "parameter 'output_root'" if self.output_root is not None
                                 else f"the default output folder (set output_root= to write elsewhere)")
+
+    def check_resume(self) -> None:
+        """Raise :class:`~zooinfer.parameters.ResumeRefused` naming every difference between the run ``resume``
+        continues and this one, in what is known before anything runs: the model, its options, the checkpoint (its
+        md5), ``data_root``, the selection (limit, subset, seed) and the backend settings. What needs the dataset
+        opened (its digest, the selected keys) is compared when the evaluation opens the store."""
+        stored = read_stored_fingerprint(self.resume)
+        md5 = "synthetic weights"
+        if self.weights is not None:
+            from .nn.checkpoints import file_md5
+
+            md5 = file_md5(self.weights)
+        images = (stored.get("dataset") or {}).get("images") if isinstance(stored.get("dataset"), dict) else None
+        # a limit/subset at or above the dataset's size was stored as the full run it is (``fitted``)
+        fitted = self.fitted(images)[0] if isinstance(images, int) and not isinstance(images, bool) else self
+        current = {"model": self.model, "recipe": {"options": dict(self.model_options)},
+                   "checkpoint": {"md5": md5}, "dataset": {"data_root": _absolute(self.data_root)},
+                   "selection": {"limit": fitted.limit, "subset": fitted.subset,
+                                 "seed": fitted.seed if fitted.subset else None},
+                   "backend": {"backend": self.backend, "precision": self.precision, "bs": self.bs,
+                               "static_batch": self.static_batch, "onnx_path": self.onnx_path,
+                               "om_path": self.om_path, "results_dir": self.results_dir}}
+        stored_root = (stored.get("parameters") or {}).get("data_root")
+        stored = {**stored, "dataset": {"data_root": _absolute(stored_root)}}  # as the run was given it
+        diff = resume_differences(stored, current, RESUME_PARTS)
+        if diff:
+            raise ResumeRefused(f"parameter 'resume': cannot resume {self.resume}: this run differs from the stored "
+                                "one in " + "; ".join(diff) + ". Resume with the same settings, or start a new run")
 
     # ------------------------------------------------------------------------------------------------ reading
     @property
@@ -393,6 +318,20 @@ class RunConfig:
             return dataset.sample(self.subset, self.seed)
         return dataset.subset(self.limit)
 
+    def fitted(self, n_samples: int) -> tuple["RunConfig", str | None]:
+        """This configuration for a dataset of ``n_samples``, and a note when it changed: a ``subset`` or ``limit``
+        at or above the dataset's size selects every sample, so the run is a full run (the selection cleared:
+        reported, judged and stored as one); otherwise ``(self, None)``."""
+        import dataclasses
+
+        for name in ("subset", "limit"):
+            size = getattr(self, name)
+            if size is not None and size >= n_samples:
+                return dataclasses.replace(self, **{name: None}), (
+                    f"{name} {size} >= the dataset's {n_samples} samples: the whole dataset is evaluated (a full "
+                    "run)")
+        return self, None
+
     def parameters(self) -> dict[str, Any]:
         """The parameters as the notebook gave them, normalised (for metrics.json)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model_options",
@@ -407,32 +346,32 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     for key in (*OPTIONAL_TEXT, "limit", "subset", "threads", "prep_threads", "prep_processes"):
         if key in out:
-            out[key] = _none_if_empty(out[key])
+            out[key] = none_if_empty(out[key])
     for key in OPTIONAL_TEXT:
         if out.get(key) is not None:
             out[key] = str(out[key])
     for key, minimum in (("bs", 1), ("limit", 1), ("subset", 1), ("seed", 0), ("threads", 1), ("prep_threads", 1),
                          ("prep_processes", 1), ("device_id", 0), ("keep", 0)):
         if out.get(key) is not None:
-            out[key] = _integer(key, out[key], minimum)
+            out[key] = integer(key, out[key], minimum)
     if "processes" in out:  # None (a YAML "null") means the default: one process
-        out["processes"] = 1 if _none_if_empty(out["processes"]) is None else _integer("processes",
-                                                                                       out["processes"], 1)
+        out["processes"] = 1 if none_if_empty(out["processes"]) is None else integer("processes",
+                                                                                     out["processes"], 1)
     if "batch_sizes" in out:
         out["batch_sizes"] = batch_sizes_value(out["batch_sizes"])
     for key in ("compare", "scenarios"):
         if key in out:
             out[key] = names_value(key, out[key])
     if out.get("calibration") is not None:
-        out["calibration"] = _integer("calibration", out["calibration"], 1)
+        out["calibration"] = integer("calibration", out["calibration"], 1)
     if "latency_bound_ms" in out:
-        bound = _none_if_empty(out["latency_bound_ms"])
-        out["latency_bound_ms"] = None if bound is None else seconds_value("latency_bound_ms", bound)
+        bound = none_if_empty(out["latency_bound_ms"])
+        out["latency_bound_ms"] = None if bound is None else milliseconds_value("latency_bound_ms", bound)
     if "bench_min_time" in out:
         out["bench_min_time"] = seconds_value("bench_min_time", out["bench_min_time"])
     for key in ("static_batch", "profile_ops", "progress"):
         if key in out:
-            out[key] = _flag(key, out[key])
+            out[key] = flag(key, out[key])
     for key in ("backend", "precision"):
         if key in out and not isinstance(out[key], str):
             raise ZooinferError(f"parameter {key!r} must be a name (text), got {out[key]!r}")
@@ -441,22 +380,22 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
 
 def check_resumable(folder: str) -> None:
     """``folder`` is the folder of an interrupted run that stored its predictions, else a ZooinferError."""
-    from .store import FINGERPRINT, FOLDER
-
     path = Path(folder)
     if not path.is_dir():
         raise ZooinferError(f"parameter 'resume': run folder not found: {path} (the partial folder of an interrupted "
                             "run, outputs/<model>/.<run-id>.partial; zooinfer list shows them)")
-    if not (path / FOLDER / FINGERPRINT).is_file():
-        raise ZooinferError(f"parameter 'resume': {path} holds no stored predictions ({FOLDER}/{FINGERPRINT}); "
+    if not (path / STORE_FOLDER / STORE_FINGERPRINT).is_file():
+        raise ZooinferError(f"parameter 'resume': {path} holds no stored predictions ({STORE_FOLDER}/"
+                            f"{STORE_FINGERPRINT}); "
                             "expected the folder of a run made by this version of zooinfer")
     if (path / "metrics.json").is_file() and not path.name.endswith(".partial"):
         raise ZooinferError(f"parameter 'resume': {path} is a complete run; recompute its metrics with zooinfer "
                             f"rescore {path} (-p name value for metric parameters) instead")
 
 
-#: result-file suffixes the bins backend reads (ais_bench BIN / TXT, the old benchmark tool's TXT)
-RESULT_SUFFIXES = (".bin", ".txt")
+def _absolute(path: str | None) -> str | None:
+    """``path`` made absolute (as ``zooinfer run`` gives paths), None as None."""
+    return None if path is None else str(Path(path).expanduser().absolute())
 
 
 def _check_results_dir(backend: str, results_dir: str | None) -> None:
@@ -465,11 +404,4 @@ def _check_results_dir(backend: str, results_dir: str | None) -> None:
 
     if results_dir is None:
         raise registry.get(backend).missing_error("results_dir")
-    folder = Path(results_dir)
-    if not folder.is_dir():
-        raise BackendError(f"parameter 'results_dir': result folder not found: {folder} (the folder ais_bench/"
-                           "benchmark wrote, e.g. ./result/subdir)")
-    if not any(p.suffix in RESULT_SUFFIXES for sub in (folder, *sorted(folder.glob("view*")))
-               if sub.is_dir() for p in sub.iterdir()):
-        raise BackendError(f"parameter 'results_dir': {folder} holds no result files (<key>_<k>.bin or .txt, as "
-                           "ais_bench/benchmark write them)")
+    check_result_folder(results_dir, "parameter 'results_dir'", error=BackendError)

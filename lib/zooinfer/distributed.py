@@ -76,6 +76,8 @@ FAIL_ENV, FAIL_MODE_ENV, FAIL_ONCE_ENV = "ZOOINFER_FAIL_CHUNK", "ZOOINFER_FAIL_C
 #: seconds without any worker ready after which the driver says what it waits for
 READY_WARN_S = 120.0
 INSTALL_HINT = 'pip install "zooinfer[ray]" (in a checkout: pip install -e ".[ray]")'
+#: seconds a TCP connect to ``ray_address`` may take before the run stops with a clear error (not Ray's retries)
+RAY_CONNECT_TIMEOUT_S = 3.0
 
 
 def import_ray():
@@ -361,16 +363,61 @@ class ChunkWorker:
 
 # ---------------------------------------------------------------------------------------------------- driver side
 def _init_ray(ray, address: str | None) -> bool:
-    """Connect to ``address`` or start a local instance over this machine's CPUs; reuse an initialised Ray.
-    Returns whether this call started (and so should shut down) the connection."""
+    """Connect to ``address`` (``host:port``, ``ray://host:port`` or ``auto``) once a plain TCP connect shows
+    something answers there, or start a private local instance over this machine's CPUs; reuse an initialised Ray.
+    Returns whether this call started (and so should shut down) the connection.
+
+    Without an address Ray is started with ``address="local"``: a new instance, never the cluster ``RAY_ADDRESS``
+    names or one another user started on this machine (which ``ray.init()`` would join)."""
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False}
     if address:
+        _check_reachable(address, _resolved(address))
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=pipeline.available_cpus(), **kwargs)
+        ray.init(address="local", num_cpus=pipeline.available_cpus(), **kwargs)
     return True
+
+
+def _resolved(address: str) -> str:
+    """The ``host:port`` Ray would connect to for ``address``: ``auto`` as Ray resolves it (``RAY_ADDRESS``, else the
+    cluster last started on this machine), or a ZooinferError when there is none."""
+    if address != "auto":
+        return address
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray without this helper: ray.init resolves "auto" itself
+        return address
+    try:
+        found = canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        found = None
+    if not found:
+        raise ZooinferError("ray_address 'auto': no running Ray cluster found on this machine (start one with "
+                            "`ray start --head`, give its host:port, or leave ray_address empty for a private local "
+                            "instance)")
+    return found
+
+
+def _check_reachable(address: str, target: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """A ZooinferError naming ``ray_address`` unless a TCP connection to ``target`` (``[ray://]host:port``) opens
+    within ``timeout_s`` seconds (Ray itself retries an unreachable address for minutes, saying so only in its
+    logs)."""
+    if target == "auto":
+        return
+    host, sep, port = target.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ZooinferError(f"ray_address {address!r}: expected host:port (the Ray head's GCS address, e.g. "
+                            "192.168.1.10:6379), ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ZooinferError(f"ray_address {address!r}: nothing answers at {host}:{port} "
+                            f"({e.strerror or type(e).__name__} within {timeout_s:g} s); start the cluster there "
+                            f"(`ray start --head --port {port}`), fix the address, or leave ray_address empty for a "
+                            "private local instance") from None
 
 
 def cpus_per_task(node_cpus: list[int], n_tasks: int) -> int:

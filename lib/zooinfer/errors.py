@@ -19,3 +19,8 @@ class BackendError(ZooinferError):
 
 class MetricInputError(ZooinferError):
     """Predictions or ground truth handed to a metric are malformed."""
+
+
+class OutputError(ZooinferError):
+    """A file of the run's output could not be written (a full disk, no permission): it names the file and the OS
+    error; the run folder stays under its partial name."""

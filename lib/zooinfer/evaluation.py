@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from .backends import registry
 from .backends.base import sample_outputs
 from .backends.registry import Artefacts, Backend, OutputLayout, SessionOptions
 from .config import RunConfig, batch_sizes_value, seconds_value
-from .errors import DatasetError, ZooinferError
+from .errors import BackendError, DatasetError, OutputError, ZooinferError
 from .nn.checkpoints import check_md5
 from .recipes.base import Recipe
 
@@ -53,7 +54,8 @@ class _AsMapping(Mapping):
 @dataclass(frozen=True, eq=False)
 class Prepared(_AsMapping):
     """What ``prepare()`` produced: the torch ``model``, the opened ``dataset``, the checkpoint (``weights``, None for
-    synthetic weights) and its md5 next to the published one, and the number of ``images`` the run evaluates."""
+    synthetic weights) and its md5 next to the published one, the number of ``images`` the run evaluates and, when
+    the selection was changed to fit the dataset (a subset at or above its size), the ``selection_note`` saying so."""
 
     model: Any
     dataset: Any
@@ -61,6 +63,7 @@ class Prepared(_AsMapping):
     weights_md5: str | None
     published_md5: str | None
     images: int
+    selection_note: str | None = None
 
     @property
     def md5_matches(self) -> bool | None:
@@ -73,7 +76,8 @@ class Prepared(_AsMapping):
         return {"checkpoint": self.weights or "synthetic", "md5": self.weights_md5,
                 "published_md5": self.published_md5, "md5_matches": self.md5_matches,
                 "dataset": self.dataset.describe(), "images": self.images,
-                "rejected_files": len(getattr(self.dataset, "rejected", []))}
+                "rejected_files": len(getattr(self.dataset, "rejected", [])),
+                **({"selection": self.selection_note} if self.selection_note else {})}
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,9 +91,15 @@ class ExportResult(_AsMapping):
     parity: tuple[dict, ...]
     batch_invariance: float | None
 
+    @property
+    def parity_failure(self) -> str | None:
+        """'parity failed: ...' when an output differs from PyTorch beyond ``export.PARITY_TOLERANCE`` (the file does
+        not compute this model's outputs: the report says so first and gives no verdict), else None."""
+        return export.parity_failure(list(self.parity), self.path)
+
     def as_dict(self) -> dict:
         return {**self.description, "path": self.path, "parity": list(self.parity),
-                "batch_invariance_max_abs": self.batch_invariance}
+                "parity_failure": self.parity_failure, "batch_invariance_max_abs": self.batch_invariance}
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,44 @@ def _session_info(session: Any) -> dict:
             "providers": getattr(session, "providers", None), "threads": getattr(session, "threads", None)}
 
 
+def run_fingerprint(config: RunConfig, recipe: Recipe, dataset: Any, data: Any, weights_md5: str | None) -> dict:
+    """What a run's predictions depend on (``store.CHECKED``: a resume must match every part: model, recipe,
+    checkpoint md5, dataset, the sha256 of its ground-truth files, the selected samples, backend settings) and its
+    parameters; ``dataset`` is the opened dataset, ``data`` the selected samples."""
+    from . import store
+
+    cfg = config
+    truth = getattr(dataset, "ground_truth_files", None)
+    return {
+        "model": recipe.name,
+        "recipe": {"options": dict(cfg.model_options), "input_shape": list(recipe.input_shape), "task": recipe.task},
+        "checkpoint": {"md5": weights_md5 if cfg.weights else "synthetic weights"},
+        "dataset": {"name": dataset.name, "root": str(Path(dataset.root).absolute()), "images": len(dataset)},
+        "ground_truth": store.ground_truth_digest(truth() if callable(truth) else ()),
+        "selection": {"limit": cfg.limit, "subset": cfg.subset, "seed": cfg.seed if cfg.subset else None,
+                      "samples": len(data), "keys_sha1": store.keys_digest(s.key for s in data)},
+        "backend": {"backend": cfg.backend, "precision": cfg.precision, "bs": cfg.bs,
+                    "static_batch": cfg.static_batch, "onnx_path": cfg.onnx_path, "om_path": cfg.om_path,
+                    "results_dir": cfg.results_dir},
+        "parameters": {k: v for k, v in cfg.parameters().items() if k not in ("run_dir", "resume")},
+    }
+
+
+def check_resume_dataset(config: RunConfig) -> None:
+    """The checks of a resume of ``config.resume`` that need the dataset opened (``RunConfig.check_resume`` made the
+    others: model, options, checkpoint, backend settings), before anything runs or is written; no network is built:
+    the dataset, the sha256 of its ground-truth files, the selected samples. :class:`~zooinfer.store.ResumeRefused`
+    names each difference (each changed ground-truth file)."""
+    from .store import read_fingerprint, refuse_differences
+
+    stored = read_fingerprint(config.resume)
+    recipe = config.recipe()
+    dataset = recipe.open_dataset(config.data_root)
+    current = run_fingerprint(config, recipe, dataset, config.select(dataset), None)
+    parts = ("dataset", "ground_truth", "selection")
+    refuse_differences(config.resume, {k: stored.get(k) for k in parts}, {k: current[k] for k in parts})
+
+
 class Evaluation:
     """One run: its frozen :class:`RunConfig` (``config``), the model's ``recipe``, the latest result of each step
     (``steps``) and the open evaluation ``session``."""
@@ -146,6 +194,8 @@ class Evaluation:
         #: the run folder (made by ``evaluate`` for the stored predictions, or by ``finish``)
         self.run_dir: report.RunDir | None = None
         self._store = None
+        #: the banner's display id in a notebook (``banner()``), so that ``export()`` can add a parity failure to it
+        self._banner_id: str | None = None
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> "Evaluation":
@@ -188,9 +238,12 @@ class Evaluation:
         return report.meaningful(self.config, self.recipe)
 
     def banner(self) -> str:
-        """The report's first lines: what this run is and whether its accuracy means anything (shown and returned)."""
-        text = report.banner_text(self.config, self.recipe)
-        report.show(text)
+        """The report's first lines: what this run is and whether its accuracy means anything (shown and returned).
+        A parity failure ``export()`` finds later is added to them where they were shown (in a notebook)."""
+        exported = self.steps.exported
+        text = report.banner_text(self.config, self.recipe, exported.parity_failure if exported else None)
+        self._banner_id = self._banner_id or f"zooinfer-banner-{uuid.uuid4().hex}"
+        report.show(text, display_id=self._banner_id)
         return text
 
     def _prepared(self, step: str) -> Prepared:
@@ -212,9 +265,13 @@ class Evaluation:
         from .distributed import build_network
 
         dataset = r.open_dataset(self.config.data_root)  # first: a layout error needs no network built
+        self.config, selection_note = self.config.fitted(len(dataset))
+        if selection_note:  # a subset covering the whole dataset: a full run, judged as one
+            warnings.warn(selection_note, stacklevel=2)
         model = build_network(r, weights)
         prepared = Prepared(model=model, dataset=dataset, weights=weights, weights_md5=md5,
-                            published_md5=r.checkpoint_md5, images=len(self.config.select(dataset)))
+                            published_md5=r.checkpoint_md5, images=len(self.config.select(dataset)),
+                            selection_note=selection_note)
         self.steps = replace(self.steps, prepared=prepared)
         return prepared
 
@@ -235,6 +292,8 @@ class Evaluation:
         path = self.config.onnx_path
         if path is None:
             path = str(export.export_onnx(r, prepared.model, weights_md5=prepared.weights_md5, batch=batch))
+        else:
+            self._check_fits(path, export.fit_problem(r, path))
         description = export.describe_onnx(path)
         x = self.parity_inputs(parity_samples if batch is None else batch)
         if batch is not None:
@@ -242,16 +301,33 @@ class Evaluation:
         torch_sess = registry.get("torch").open(Artefacts(model=prepared.model))
         ort_sess = registry.get("onnxruntime").open(Artefacts(onnx_path=path),
                                                     SessionOptions(threads=self.config.threads))
-        parity = export.parity(torch_sess.run(x), ort_sess.run(x), r.output_names)
+        reference, outputs = torch_sess.run(x), ort_sess.run(x)
+        if self.config.onnx_path is not None:
+            self._check_fits(path, next((f"output {n!r} of shape {list(o.shape)} for a batch of {len(x)}; {r.name} "
+                                         f"gives {list(t.shape)}" for n, t, o in zip(r.output_names, reference, outputs)
+                                         if t.shape != o.shape), None))
+        parity = export.parity(reference, outputs, r.output_names)
         invariance = export.batch_invariance(ort_sess.run, x) if batch is None and x.shape[0] > 1 else None
         exported = ExportResult(path=path, description=description, parity=tuple(parity),
                                 batch_invariance=invariance)
         self.steps = replace(self.steps, exported=exported)
+        if exported.parity_failure:
+            warnings.warn(exported.parity_failure, stacklevel=2)
+            if self._banner_id:  # the report's first lines say it too
+                report.show(report.banner_text(self.config, r, exported.parity_failure), display_id=self._banner_id,
+                            update=True)
         return exported
 
+    def _check_fits(self, path: str, problem: str | None) -> None:
+        """A BackendError naming the ``onnx_path`` parameter when its file does not fit the recipe (``problem``)."""
+        if problem:
+            raise BackendError(f"parameter 'onnx_path': {path} has {problem}: it is not an ONNX file of "
+                               f"{self.recipe.name} (zooinfer export {self.recipe.name} writes one)")
+
     def _onnx_file(self) -> str:
-        """The run's ONNX file, exported first when there is none yet."""
-        return self.onnx_path or self.export().path
+        """The run's ONNX file: ``export()`` first when it has not run (it exports one, or checks the configuration's
+        ``onnx_path`` against the model: names, shapes, parity)."""
+        return (self.steps.exported if self.steps.exported is not None else self.export()).path
 
     def _output_layout(self) -> OutputLayout:
         """One sample's output shapes and views, from the torch model on the dataset's first sample (what a reader
@@ -296,35 +372,26 @@ class Evaluation:
 
     def fingerprint(self, data: Any) -> dict:
         """What this run's predictions depend on (``store.CHECKED``: a resume must match every part) and its
-        parameters, for the prediction store of the samples ``data``."""
-        from . import store
-
-        cfg, prepared = self.config, self._prepared("fingerprint")
-        return {
-            "model": self.recipe.name,
-            "recipe": {"options": dict(cfg.model_options), "input_shape": list(self.recipe.input_shape),
-                       "task": self.recipe.task},
-            "checkpoint": {"md5": prepared.weights_md5 if cfg.weights else "synthetic weights"},
-            "dataset": {"name": prepared.dataset.name, "root": str(Path(prepared.dataset.root).absolute()),
-                        "images": len(prepared.dataset)},
-            "selection": {"limit": cfg.limit, "subset": cfg.subset, "seed": cfg.seed if cfg.subset else None,
-                          "samples": len(data), "keys_sha1": store.keys_digest(s.key for s in data)},
-            "backend": {"backend": cfg.backend, "precision": cfg.precision, "bs": cfg.bs,
-                        "static_batch": cfg.static_batch, "onnx_path": cfg.onnx_path, "om_path": cfg.om_path,
-                        "results_dir": cfg.results_dir},
-            "parameters": {k: v for k, v in cfg.parameters().items() if k not in ("run_dir", "resume")},
-        }
+        parameters, for the prediction store of the samples ``data`` (:func:`run_fingerprint`)."""
+        prepared = self._prepared("fingerprint")
+        return run_fingerprint(self.config, self.recipe, prepared.dataset, data, prepared.weights_md5)
 
     def prediction_store(self, data: Any):
         """The run's prediction store (``run_folder()/predictions``): the interrupted run's when resuming (refused
-        with what differs when this run is not the same), else a new one; the same one on later calls."""
-        from .store import PredictionStore
+        with what differs when this run is not the same, before anything in it changes; unreadable chunks are
+        recomputed, and said), else a new one; the same one on later calls. A resume of a folder another process
+        holds (its run lock, ``store.holder``) is refused at once, unless that is this run's caller (``zooinfer
+        run`` passes ``run_dir`` and holds the folder's run lock itself)."""
+        from .store import PredictionStore, refuse_if_held
 
         if self._store is None:
             fingerprint = self.fingerprint(data)
             if self.config.resume is not None:
-                store = PredictionStore.open(self.config.resume)
-                store.check(fingerprint)
+                if self.config.run_dir is None:
+                    refuse_if_held(self.config.resume)
+                store = PredictionStore.open(self.config.resume, expect=fingerprint)
+                if store.dropped:
+                    report.show("**Damaged stored predictions, recomputed:** " + "; ".join(store.dropped))
             else:
                 store = PredictionStore.create(self.run_folder().path, fingerprint)
             self._store = store
@@ -395,12 +462,13 @@ class Evaluation:
 
     def verdict(self, show: bool = True) -> dict:
         """PASS / FAIL against the published reference by the recipe's acceptance rule, or no verdict and why
-        (synthetic weights, the embedded sample, a limit, another canvas, too many skipped images)."""
+        (synthetic weights, the embedded sample, a limit, another canvas, too many skipped images, an ONNX file that
+        failed parity with the model)."""
         from . import verdict
 
         if self.steps.run is None:
             raise ZooinferError("call evaluate() first")
-        doc = report.verdict_document(self.config, self.recipe, self.steps.run)
+        doc = report.verdict_document(self.config, self.recipe, self.steps.run, self.steps.exported)
         if show:
             report.show(verdict.summary_line(doc))
         return doc
@@ -499,8 +567,18 @@ class Evaluation:
     def finish(self) -> Path:
         """Write metrics.json, the plots and the metric's own files (``accumulator.write_artifacts(folder)`` where
         the accumulator has it, e.g. a WIDER FACE submission) into the run folder and mark it complete; returns its
-        final path."""
+        final path. A file that cannot be written (a full disk, no permission) is an OutputError naming it and the
+        OS error, and the folder keeps its partial name: nothing incomplete looks finished."""
         self.run_folder()
+        try:
+            self._write_run_files()
+        except (OSError, OutputError) as e:
+            what = e if isinstance(e, OutputError) else report.write_failed(e.filename or self.run_dir.path, e)
+            raise OutputError(f"{what}; the run folder stays {self.run_dir.path} (incomplete)") from None
+        return self.run_dir.finalize()
+
+    def _write_run_files(self) -> None:
+        """metrics.json, the plots, LoadGen's logs and the metric's own files, into the (partial) run folder."""
         report.write_json(self.run_dir.file("metrics.json"), self.metrics_document())
         if self.steps.benchmark:
             import matplotlib.pyplot as plt
@@ -511,10 +589,11 @@ class Evaluation:
             plt.close(fig)
         for name, doc in self.steps.sections:
             logs = doc.get("log_dir") if isinstance(doc, dict) else None
-            if name == "under_load" and logs and Path(logs).is_dir():
+            # the section writes LoadGen's logs into the run folder (a relative log_dir); a caller's own folder
+            # elsewhere (an absolute one) is copied in
+            if name == "under_load" and logs and Path(logs).is_absolute() and Path(logs).is_dir():
                 shutil.copytree(logs, self.run_dir.file("loadgen"), dirs_exist_ok=True)
         accumulator = self.steps.run.accumulator if self.steps.run is not None else None
         write_artifacts = getattr(accumulator, "write_artifacts", None)
         if callable(write_artifacts):
             write_artifacts(self.run_dir.path)
-        return self.run_dir.finalize()

@@ -2,7 +2,8 @@
 
 Exported files are cached under ``<cache>/onnx/`` keyed by the checkpoint's md5 (or "synthetic"), the export
 settings and the network's source, so a notebook re-run does not export again; files are written to a temporary name
-and renamed when complete.
+and renamed when complete. ``<cache>`` is ``$ZOOINFER_CACHE`` (default ``~/.cache/zooinfer``); a cache that cannot
+be written is a clear error naming the folder and that variable.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ZooinferError
+from .parameters import onnx_batch  # noqa: F401 - its home is below config; the name stays here too
 from .recipes.base import Recipe
 
 #: ATC's soc names for the Ascend chips the guides use
@@ -41,6 +43,24 @@ def _settings_key(recipe: Recipe, model: torch.nn.Module, weights_md5: str | Non
     return hashlib.md5(blob.encode()).hexdigest()[:12]
 
 
+def _check_writable(tmp: Path, path: Path, cached: bool) -> None:
+    """Create ``path``'s folder and the temporary file ``tmp`` the export writes (removed again), or raise a
+    ZooinferError naming the folder (and, for the cache, the variable that moves it) with the system's reason."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb"):
+            pass
+        tmp.unlink()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if cached:
+            raise ZooinferError(f"cannot write the exported ONNX file into the cache folder {path.parent}: {reason}; "
+                                "set ZOOINFER_CACHE to a writable folder (exported files are cached in "
+                                "$ZOOINFER_CACHE/onnx, default ~/.cache/zooinfer/onnx) or pass onnx_path= (an ONNX "
+                                "file exported elsewhere)") from None
+        raise ZooinferError(f"cannot write the exported ONNX file {path}: {reason}") from None
+
+
 def dynamic_axes(recipe: Recipe) -> dict[str, dict[int, str]]:
     """The ``dynamic_axes`` torch.onnx.export gets: the recipe's own, or the batch axis of every input and output."""
     if recipe.dynamic_axes is not None:
@@ -61,10 +81,10 @@ def export_onnx(recipe: Recipe, model: torch.nn.Module, *, weights_md5: str | No
     path = Path(out_path) if out_path else cache_dir() / f"{recipe.name}-{tag}-{key}.onnx"
     if path.is_file() and not force:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _check_writable(tmp, path, cached=out_path is None)
     dummy = torch.from_numpy(np.random.default_rng(0).standard_normal((batch or 1, *recipe.input_shape),
                                                                      dtype=np.float32))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -74,6 +94,9 @@ def export_onnx(recipe: Recipe, model: torch.nn.Module, *, weights_md5: str | No
                               dynamo=False)
         onnx.checker.check_model(str(tmp))
         os.replace(tmp, path)
+    except OSError as e:  # e.g. the disk filled up while writing
+        raise ZooinferError(f"cannot write the exported ONNX file {path}: {e.strerror or e}"
+                            + ("; set ZOOINFER_CACHE to a folder with room" if out_path is None else "")) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -101,40 +124,71 @@ def describe_onnx(path: str | os.PathLike) -> dict:
     }
 
 
-def onnx_batch(path: str | os.PathLike) -> int | None:
-    """The fixed batch size of an ONNX file's first input, or None when its batch axis is dynamic."""
-    import onnx
-
-    try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which file
-        raise ZooinferError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
-    if not m.graph.input or not m.graph.input[0].type.tensor_type.shape.dim:
-        return None
-    first = m.graph.input[0].type.tensor_type.shape.dim[0]
-    return None if first.dim_param or first.dim_value <= 0 else int(first.dim_value)
+#: ONNX Runtime vs PyTorch (fp32, CPU) parity of an exported file: an output fails when its max abs error exceeds
+#: this fraction of its largest |value| (``peak_rel``). Float32 reorderings stay near 1e-6; an ONNX file of other
+#: weights or another network is off by the order of the values themselves.
+PARITY_TOLERANCE = 1e-3
 
 
-def _errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+def _errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     scale = np.abs(b.astype(np.float64))
-    floor = max(1e-3 * float(scale.max(initial=0.0)), 1e-12)
-    return float(diff.max(initial=0.0)), float((diff / np.maximum(scale, floor)).max(initial=0.0))
+    peak = float(scale.max(initial=0.0))
+    floor = max(1e-3 * peak, 1e-12)
+    max_abs = float(diff.max(initial=0.0))
+    return max_abs, float((diff / np.maximum(scale, floor)).max(initial=0.0)), max_abs / max(peak, 1e-12)
 
 
 def parity(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str]) -> list[dict]:
-    """Per output: max abs error, max relative error (relative to |reference|, floored at 1e-3 of its max) and,
+    """Per output: max abs error, max relative error (relative to |reference|, floored at 1e-3 of its max), the
+    max abs error relative to the largest |reference| (``peak_rel``, what :data:`PARITY_TOLERANCE` bounds) and,
     for (N, C) outputs, the fraction of rows whose argmax agrees."""
     rows = []
     for name, r, c in zip(names, reference, candidate):
         if r.shape != c.shape:
             raise ZooinferError(f"parity: output {name} has shape {c.shape}, reference {r.shape}")
-        max_abs, max_rel = _errors(c, r)
-        row = {"output": name, "shape": list(r.shape), "max_abs": max_abs, "max_rel": max_rel}
+        max_abs, max_rel, peak_rel = _errors(c, r)
+        row = {"output": name, "shape": list(r.shape), "max_abs": max_abs, "max_rel": max_rel, "peak_rel": peak_rel}
         if r.ndim == 2:
             row["argmax_agree"] = float(np.mean(r.argmax(1) == c.argmax(1)))
         rows.append(row)
     return rows
+
+
+def parity_failure(rows: list[dict], onnx_path: str | os.PathLike,
+                   tolerance: float = PARITY_TOLERANCE) -> str | None:
+    """'parity failed: ...' naming the outputs whose ``peak_rel`` exceeds ``tolerance`` (rows of :func:`parity`),
+    or None when every output agrees."""
+    bad = [r for r in rows if r.get("peak_rel") is not None and not r["peak_rel"] <= tolerance]
+    if not bad:
+        return None
+    worst = ", ".join(f"output {r['output']} differs by up to {r['max_abs']:.3g} ({100 * r['peak_rel']:.3g}% of its "
+                      f"largest value)" for r in bad)
+    return (f"parity failed: {worst}, beyond the tolerance of {100 * tolerance:g}%, between PyTorch and ONNX "
+            f"Runtime on the same inputs: the ONNX file {onnx_path} does not compute this model's outputs")
+
+
+def fit_problem(recipe: Recipe, path: str | os.PathLike) -> str | None:
+    """Why the ONNX file at ``path`` cannot be ``recipe``'s model (its input and output names in order, its input's
+    channel and size where fixed), or None when it fits."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say so
+        return f"no readable ONNX graph ({type(e).__name__}: {e})"
+    initializers = {i.name for i in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in initializers]
+    in_names, out_names = [i.name for i in inputs], [o.name for o in m.graph.output]
+    if in_names != list(recipe.input_names) or out_names != list(recipe.output_names):
+        return (f"inputs {in_names} and outputs {out_names}; {recipe.name} expects inputs {list(recipe.input_names)} "
+                f"and outputs {list(recipe.output_names)}")
+    dims = [d.dim_param or (d.dim_value if d.dim_value > 0 else "?") for d in inputs[0].type.tensor_type.shape.dim]
+    fixed = [(got, want) for got, want in zip(dims[1:], recipe.input_shape) if isinstance(got, int)]
+    if len(dims) != 1 + len(recipe.input_shape) or any(got != want for got, want in fixed):
+        return (f"input {in_names[0]!r} of shape {dims}; {recipe.name} expects (N, "
+                f"{', '.join(map(str, recipe.input_shape))})")
+    return None
 
 
 def batch_invariance(run, batch: np.ndarray) -> float:

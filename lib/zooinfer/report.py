@@ -14,11 +14,16 @@ import platform
 import shutil
 import subprocess
 import sys
+import warnings
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
+
+from .errors import OutputError
+from .parameters import default_output_root  # noqa: F401 - its home is below config; the name stays here too
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .config import RunConfig
@@ -45,16 +50,6 @@ def skipped_summary(skipped: list, total: int) -> str | None:
     if share > SKIP_THRESHOLD:
         line += f". More than {100 * SKIP_THRESHOLD:.0f}% of the images: the accuracy does not describe the dataset"
     return line
-
-
-def default_output_root() -> Path:
-    """``$ZOOINFER_OUTPUTS``, else the checkout's ``outputs/`` (when installed from a checkout), else ``./outputs``."""
-    if os.environ.get("ZOOINFER_OUTPUTS"):
-        return Path(os.environ["ZOOINFER_OUTPUTS"])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
-        return checkout / "outputs"
-    return Path("outputs")
 
 
 _RUN_IDS: set[str] = set()
@@ -97,12 +92,17 @@ class RunDir:
         return self.path / name
 
     def finalize(self) -> Path:
-        """Rename the partial folder to its final name (unless the caller owns it); returns the final path."""
+        """Rename the partial folder to its final name (unless the caller owns it); returns the final path. A
+        folder that cannot be renamed stays partial (an OutputError names both)."""
         if not self.owned:
             return self.final
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        self.path.rename(self.final)
+        try:
+            if self.final.exists():
+                shutil.rmtree(self.final)
+            self.path.rename(self.final)
+        except OSError as e:
+            raise OutputError(f"could not rename {self.path} to {self.final}: {os_reason(e)}; the run folder stays "
+                              f"{self.path} (incomplete)") from None
         self.path = self.final
         return self.final
 
@@ -180,11 +180,42 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def os_reason(error: OSError) -> str:
+    """'[Errno 28] No space left on device': an OSError without the file name it repeats."""
+    return f"[Errno {error.errno}] {error.strerror}" if error.errno else str(error)
+
+
+def write_failed(path: str | os.PathLike, error: OSError) -> OutputError:
+    """The clear error for an output file that could not be written: the file and the OS error."""
+    return OutputError(f"could not write {path}: {os_reason(error)}")
+
+
+@contextmanager
+def artefact(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file of the run's output written whole or not at all: yields a file open on a temporary name beside
+    ``path`` (same suffix), renamed onto ``path`` when the block ends. On an OSError (a full disk, no permission)
+    the temporary file is removed, a file already at ``path`` is kept, and an OutputError names ``path`` and the
+    OS error."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        os.replace(tmp, path)
+    except OSError as e:
+        raise write_failed(path, e) from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON (numpy values converted), atomically."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON (numpy values converted), atomically (:func:`artefact`)."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
+    with artefact(path) as f:
+        f.write(text)
 
 
 def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[str],
@@ -229,16 +260,21 @@ def meaningful(config: "RunConfig", recipe: "Recipe | None" = None) -> tuple[boo
     return (not why, "; ".join(why))
 
 
-def banner_text(config: "RunConfig", recipe: "Recipe") -> str:
-    """The report's first lines (markdown): what this run is and whether its accuracy means anything."""
+def banner_text(config: "RunConfig", recipe: "Recipe", parity_failure: str | None = None) -> str:
+    """The report's first lines (markdown): what this run is and whether its accuracy means anything;
+    ``parity_failure`` (``ExportResult.parity_failure``, known once the ONNX file is checked) comes first."""
     ok, why = meaningful(config, recipe)
     lines = [f"## {recipe.name}: {recipe.task}, input {recipe.input_shape}, backend `{config.backend}`, "
              f"bs {config.bs}"]
+    if parity_failure:
+        detail = parity_failure.removeprefix("parity failed: ")
+        lines.append(f"**Parity failed:** {detail}. The figures below are not this model's." +
+                     (" No verdict is given." if ok else ""))
     if not ok:
         lines.append(f"**Accuracy is NOT meaningful in this run:** {why}. The numbers below only show that the "
                      "chain runs end to end. Pass `weights=` (the published checkpoint file) and `data_root=` "
                      "(the real dataset) for the real figures. No verdict is given.")
-    else:
+    elif not parity_failure:
         rule = recipe.published.acceptance
         lines.append(f"Real checkpoint `{config.weights}` on `{config.data_root}`: accuracy is compared with the "
                      f"published figures ({recipe.published.source}); the verdict (PASS/FAIL, after the evaluation "
@@ -246,19 +282,23 @@ def banner_text(config: "RunConfig", recipe: "Recipe") -> str:
     return "\n\n".join(lines)
 
 
-def judged(config: "RunConfig", recipe: "Recipe", res: Any) -> tuple[bool, str]:
-    """``meaningful`` for a finished run: also not meaningful when more than ``SKIP_THRESHOLD`` of it was skipped."""
+def judged(config: "RunConfig", recipe: "Recipe", res: Any, exported: Any = None) -> tuple[bool, str]:
+    """``meaningful`` for a finished run: also not meaningful when more than ``SKIP_THRESHOLD`` of it was skipped,
+    or when the ONNX file failed parity with the model (``exported``: the ``ExportResult``; that reason first)."""
     ok, why = meaningful(config, recipe)
     if res and res.n_samples and len(res.skipped) / res.n_samples > SKIP_THRESHOLD:
         ok, why = False, "; ".join(filter(None, [why, skipped_summary(res.skipped, res.n_samples)]))
+    parity_failure = getattr(exported, "parity_failure", None)
+    if parity_failure:
+        ok, why = False, "; ".join(filter(None, [parity_failure, why]))
     return ok, why
 
 
-def verdict_document(config: "RunConfig", recipe: "Recipe", res: Any) -> dict:
-    """The verdict of a finished run (``zooinfer.verdict.judge``), or none and why."""
+def verdict_document(config: "RunConfig", recipe: "Recipe", res: Any, exported: Any = None) -> dict:
+    """The verdict of a finished run (``zooinfer.verdict.judge``), or none and why (``judged``)."""
     from . import verdict
 
-    ok, why = judged(config, recipe, res)
+    ok, why = judged(config, recipe, res, exported)
     return verdict.judge(res.metrics, recipe.published, recipe.headline, reasons=[] if ok else [why])
 
 
@@ -269,7 +309,7 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     ``zooinfer.evaluation.StepResults``). ``environment_info``: default :func:`environment` of this machine."""
     from . import bench, export
 
-    ok, why = judged(config, recipe, steps.run)
+    ok, why = judged(config, recipe, steps.run, steps.exported)
     r = recipe
     res = steps.run
     prepared = steps.prepared
@@ -288,7 +328,7 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
     return {
         "model": r.name, "task": r.task,
         "accuracy_meaningful": ok, "not_meaningful_because": why or None,
-        "verdict": verdict_document(config, r, res) if res else None,
+        "verdict": verdict_document(config, r, res, steps.exported) if res else None,
         "skipped": skipped,
         "md5_matches": md5_matches,
         "accuracy": res.metrics if res else None,
@@ -313,6 +353,8 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
                        "md5_matches": md5_matches},
         "dataset": {"root": str(dataset.root) if dataset else None, "embedded": config.embedded,
                     "images": res.n_samples if res else None, "evaluated": res.n_done if res else None,
+                    "selection": "subset" if config.subset else "limit" if config.limit else "full",
+                    "selection_note": getattr(prepared, "selection_note", None),
                     "limit": config.limit, "subset": config.subset, "seed": config.seed if config.subset else None,
                     "subset_keys": [s.key for s in config.select(dataset)] if dataset and config.subset else None,
                     "rejected_files": [{"path": p, "reason": w} for p, w in getattr(dataset, "rejected", [])]},
@@ -344,21 +386,55 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt:
     return "\n".join(lines)
 
 
-def show(rows: list[dict] | str, title: str | None = None, columns: list[str] | None = None) -> None:
-    """Display a table (or markdown text) in a notebook; print it elsewhere."""
+def _in_notebook() -> bool:
+    """Whether this runs in IPython (a notebook's kernel), where output is displayed rather than printed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
+def show(rows: list[dict] | str, title: str | None = None, columns: list[str] | None = None, *,
+         display_id: str | None = None, update: bool = False) -> None:
+    """Display a table (or markdown text) in a notebook; print it elsewhere. ``display_id``: a name for the
+    output, so that ``update=True`` later replaces it where it was first shown (e.g. the banner, once the export
+    knows more); outside a notebook an update prints nothing (the first text was printed)."""
     text = rows if isinstance(rows, str) else markdown_table(rows, columns)
     if title:
         text = f"**{title}**\n\n{text}"
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
+    if _in_notebook():
+        from IPython.display import Markdown, display, update_display
 
-        if get_ipython() is not None:
-            display(Markdown(text))
-            return
-    except ImportError:
-        pass
-    print(text)
+        if update and display_id is not None:
+            update_display(Markdown(text), display_id=display_id)
+        else:
+            display(Markdown(text), display_id=display_id)
+    elif not update:
+        print(text)
+
+
+def note_line(message: Any, category: type[Warning] = UserWarning, *, markdown: bool = False) -> str:
+    """A warning in the report's words: 'note: ...' (with the kind of warning unless it is a plain UserWarning),
+    without the source file and line Python's own format adds; ``markdown``: '**Note:** ...'."""
+    head = "note" + ("" if category is UserWarning else f" ({category.__name__})")
+    return f"**N{head[1:]}:** {message}" if markdown else f"{head}: {message}"
+
+
+def _show_note(message: Any, category: type[Warning], filename: str, lineno: int, file: IO | None = None,
+               line: str | None = None) -> None:
+    """``warnings.showwarning`` of :func:`warnings_as_notes`."""
+    if file is None and _in_notebook():
+        show(note_line(message, category, markdown=True))
+    else:
+        print(note_line(message, category), file=sys.stderr if file is None else file)
+
+
+def warnings_as_notes() -> None:
+    """Show Python warnings as the report's notes (:func:`note_line`): in a notebook a '**Note:** ...' line among
+    the cell's outputs, elsewhere 'note: ...' on stderr; never Python's 'path/to/file.py:467: UserWarning: ...' and
+    its source line. The notebooks' set-up cell calls it (the command line has its own 'warning: ...' lines)."""
+    warnings.showwarning = _show_note
 
 
 def plot_throughput(rows: list[dict], path: str | os.PathLike | None = None, title: str = "", published=()):
@@ -390,8 +466,15 @@ def plot_throughput(rows: list[dict], path: str | os.PathLike | None = None, tit
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path)
     return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure whole or not at all (:func:`artefact`), in the format its suffix names."""
+    with artefact(path, "wb") as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    return Path(path)
 
 
 def render_html(notebook: str | os.PathLike, html: str | os.PathLike, *, code: bool = True) -> Path:
@@ -402,5 +485,6 @@ def render_html(notebook: str | os.PathLike, html: str | os.PathLike, *, code: b
     exporter = HTMLExporter() if code else HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                                                         exclude_output_prompt=True)
     body, _ = exporter.from_filename(str(notebook))
-    Path(html).write_text(body)
+    with artefact(html) as f:  # never a truncated page under the final name (a full disk: an OutputError)
+        f.write(body)
     return Path(html)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 from . import pipeline, report
 from .config import RunConfig
 from .errors import ZooinferError
-from .store import PredictionStore, keys_digest
+from .store import FINGERPRINT, PredictionStore, StoreError, ground_truth_digest, keys_digest
 
 RESCORED = "rescored"
 
@@ -27,19 +28,24 @@ def stored_config(store: PredictionStore, overrides: dict[str, Any] | None = Non
     """The configuration the run of ``store`` had (from its fingerprint), with ``overrides`` of its metric
     parameters; and the fingerprint. Any other override is refused: it would change the predictions."""
     fingerprint = store.fingerprint
-    params = dict(fingerprint.get("parameters") or {})
+    model = store.model()
+    params = fingerprint.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise StoreError(f"{store.folder / FINGERPRINT}: 'parameters' is a {type(params).__name__}, expected the "
+                         "run's parameters as an object (an edited file); run the model again")
+    params = dict(params)
     from . import recipes
 
-    recipe = recipes.get(fingerprint["model"])
+    recipe = recipes.get(model)
     metric_names = [n for n, _, _ in recipe.metric_options]
     for key in overrides or {}:
         if key not in metric_names:
             what = f"its metric parameters are {', '.join(metric_names)}" if metric_names else \
                 "it has no metric parameters"
             raise ZooinferError(f"rescore changes only metric parameters; {key!r} would change the predictions "
-                                f"(run the model again for that). For {fingerprint['model']}, {what}")
+                                f"(run the model again for that). For {model}, {what}")
     params.update(overrides or {})
-    params["model"] = fingerprint["model"]
+    params["model"] = model
     for key in ("run_dir", "resume"):
         params.pop(key, None)
     return RunConfig.from_parameters(params, check=False), fingerprint
@@ -61,25 +67,60 @@ def rescore_run(folder: str | Path, overrides: dict[str, Any] | None = None, *, 
         raise ZooinferError(f"the dataset at {config.data_root or 'the embedded sample'} no longer lists the samples "
                             f"the run in {folder} evaluated ({selection.get('samples')} then, {len(data)} now): "
                             "its annotations changed; rescore against the dataset the run had")
+    check_ground_truth(folder, fingerprint, dataset)
     result = pipeline.rescore(recipe, data, store, progress=progress)
     before = _run_metrics(folder)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     label = "-".join(f"{k}={v}" for k, v in sorted((overrides or {}).items())) or "same-parameters"
     final = folder / RESCORED / f"{stamp}-{_safe(label)}"
-    partial = final.with_name(f".{final.name}.partial")
-    partial.mkdir(parents=True, exist_ok=True)
     rows = _comparison(recipe, result.metrics, before)
-    doc = {"model": recipe.name, "run": str(folder), "metric_parameters": dict(config.metric_options), "overrides": overrides or {},
+    doc = {"model": recipe.name, "run": str(folder), "metric_parameters": dict(config.metric_options),
+           "overrides": overrides or {},
            "accuracy": result.metrics, "accuracy_before": before,
            "accuracy_vs_published": report.accuracy_rows(result.metrics, recipe.published, recipe.headline),
            "comparison": rows, "samples": result.n_samples, "predicted": result.n_done,
            "skipped": len(result.skipped), "seconds": round(result.wall_s, 3)}
-    report.write_json(partial / "metrics.json", doc)
-    (partial / "report.md").write_text(_markdown(recipe, folder, overrides or {}, rows, result))
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
+    _write_report(final, doc, _markdown(recipe, folder, overrides or {}, rows, result))
     return final
+
+
+def check_ground_truth(folder: Path, fingerprint: dict, dataset: Any) -> None:
+    """Refuse a rescore against ground-truth files that changed since the run (naming each one); a run made before
+    the store kept their digests is only warned about."""
+    stored = fingerprint.get("ground_truth")
+    truth = getattr(dataset, "ground_truth_files", None)
+    files = truth() if callable(truth) else []
+    if stored is None:
+        if files:
+            warnings.warn(f"the run in {folder} recorded no digest of its ground-truth files (made by an older "
+                          f"zooinfer): cannot check that {', '.join(map(str, files))} are the files it had",
+                          stacklevel=3)
+        return
+    now = ground_truth_digest(files)
+    changed = sorted(k for k in set(stored if isinstance(stored, dict) else {}) | set(now)
+                     if (stored.get(k) if isinstance(stored, dict) else None) != now.get(k))
+    if changed:
+        raise ZooinferError(f"cannot rescore {folder}: its ground-truth files (changed: {', '.join(changed)}) are not "
+                            "the ones the run was scored against (same names, other contents); rescore against the "
+                            "files the run had, or run the model again")
+
+
+def _write_report(final: Path, doc: dict, markdown: str) -> None:
+    """metrics.json and report.md into ``final``, written under a temporary name and renamed: a refused write (a
+    read-only or full disk) is a clear error naming the folder, and leaves nothing half-written."""
+    partial = final.with_name(f".{final.name}.partial")
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        report.write_json(partial / "metrics.json", doc)
+        (partial / "report.md").write_text(markdown)
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ZooinferError(f"cannot write the rescored report into {final.parent} ({e.strerror or e}); the run "
+                            "itself is unchanged. Make the folder writable or free space, or rescore a copy of the "
+                            "run folder") from None
 
 
 def _safe(text: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import ZooinferError
+
 
 def backends_and_precision(ev: Any, variants: Sequence[str], *, reference: str = "onnxruntime",
                            calibration: int = 8, limit: int | None = None, localise: bool = True,
@@ -17,15 +19,24 @@ def backends_and_precision(ev: Any, variants: Sequence[str], *, reference: str =
     the run's samples beside ``reference``; per variant: metric and delta, throughput, per-sample agreement, the
     samples that disagree most, NaN/Inf by (variant, output, sample); then, for each variant's worst sample, the
     first ONNX nodes whose error exceeds the tolerance. ``calibration``: INT8 calibration images (named in the
-    document). ``ev`` must have run ``prepare()`` and ``export()``."""
+    document). ``ev`` must have run ``prepare()`` and ``export()``.
+
+    A variant that cannot run (a missing runtime, a missing or malformed ``bins:`` folder) is a skipped row with the
+    reason; a comparison that cannot run at all (the reference cannot) never loses the finished evaluation: the
+    document says ``failed`` with the reason and the report shows it."""
     from . import compare as zc, localise as zl, report
     from .viz import compare as vc
 
     cfg = ev.config
     samples = ev.dataset if limit is not None else cfg.select(ev.dataset)  # the run's own samples (limit / subset)
-    cmp = zc.compare(ev.recipe, samples, list(variants), reference=reference, bs=cfg.bs,
-                     limit=limit, onnx_path=ev.onnx_path, model=ev.model,
-                     calibration=calibration, threads=cfg.threads, om_path=cfg.om_path, device_id=cfg.device_id)
+    try:
+        cmp = zc.compare(ev.recipe, samples, list(variants), reference=reference, bs=cfg.bs,
+                         limit=limit, onnx_path=ev.onnx_path, model=ev.model, calibration=calibration,
+                         threads=cfg.threads, om_path=cfg.om_path, device_id=cfg.device_id)
+    except ZooinferError as e:
+        if show:
+            report.show(f"Backends and precision did not run: {e}")
+        return {"failed": str(e), "variants_requested": list(variants), "reference": reference}, []
     figures: list = []
     locs: dict[str, Any] = {}
     if show:
@@ -53,19 +64,33 @@ def under_load(ev: Any, scenarios: Sequence[str], *, latency_bound_ms: float | N
     VALID/INVALID and reason, its settings, latency percentiles (ms) and throughput (samples/s); the Server search
     for the highest QPS whose p99 meets ``latency_bound_ms`` (None: 3x the SingleStream p90); with ``accuracy``, the
     accuracy-mode metric checked equal to the normal run's. ``quick``: short LoadGen durations (the embedded run).
-    ``ev`` must have run ``evaluate()``."""
+    ``log_dir``: LoadGen's log folders (default: ``<run folder>/loadgen/<scenario>/``; the document's paths are
+    relative to the run folder). ``ev`` must have run ``evaluate()``.
+
+    A section LoadGen cannot run (its settings refused, the session failing) never loses the finished evaluation:
+    the document says ``failed`` with the reason (a scenario that fails alone is in its ``failures``), the report
+    shows it, and the run goes on."""
     from . import loadgen, report
 
-    bound = {} if latency_bound_ms is None else {"latency_bound_ms": float(latency_bound_ms)}
-    settings = loadgen.LoadSettings.quick(**bound) if quick else loadgen.LoadSettings(**bound)
-    session = ev.session_for()
-    data = ev.config.select(ev.dataset)
-    run = loadgen.run_scenarios(ev.recipe, data, session, bs=ev.config.bs, settings=settings,
-                                scenarios=[loadgen.scenario_name(s) for s in scenarios], log_dir=log_dir,
-                                accuracy=accuracy, reference_metrics=ev.result.metrics if ev.result else None)
+    run_folder = ev.run_folder().path
+    log_dir = Path(log_dir) if log_dir is not None else run_folder / "loadgen"
+    names = [loadgen.scenario_name(s) for s in scenarios]
+    try:
+        bound = {} if latency_bound_ms is None else {"latency_bound_ms": float(latency_bound_ms)}
+        settings = loadgen.LoadSettings.quick(**bound) if quick else loadgen.LoadSettings(**bound)
+        run = loadgen.run_scenarios(ev.recipe, ev.config.select(ev.dataset), ev.session_for(), bs=ev.config.bs,
+                                    settings=settings, scenarios=names, log_dir=log_dir, accuracy=accuracy,
+                                    reference_metrics=ev.result.metrics if ev.result else None)
+    except Exception as e:  # noqa: BLE001 - the section is reported as failed; the finished evaluation is kept
+        why = str(e) if isinstance(e, ZooinferError) else f"{type(e).__name__}: {e}"
+        if show:
+            report.show(f"Under load (MLPerf LoadGen) did not run: {why}")
+        return {"failed": why, "scenarios_requested": names, "latency_bound_ms": latency_bound_ms}, []
     figures: list = []
     if show:
         report.show(loadgen.scenario_table(run), "Under load (MLPerf LoadGen)")
+        for name, why in run.failures.items():
+            report.show(f"LoadGen {name} did not complete: {why}")
         if run.server:
             report.show(loadgen.probe_table(run.server), "Server search")
             report.show(run.server.statement)
@@ -76,4 +101,4 @@ def under_load(ev: Any, scenarios: Sequence[str], *, latency_bound_ms: float | N
         if run.accuracy is not None:
             report.show(f"LoadGen accuracy mode: {'equal to' if run.accuracy_matches() else 'DIFFERENT from'} "
                         "the normal run's metric on the same samples.")
-    return run.document(), figures
+    return run.document(relative_to=run_folder), figures

@@ -39,11 +39,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import BackendError, ZooinferError
+from .parameters import VARIANTS, check_result_folder
+from .parameters import parse_variant as parse_name
 from .recipes.base import Recipe
 
-#: variant names (``bins:<folder>`` takes the folder after the colon)
-KNOWN = ("onnxruntime", "torch", "torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt-fp16", "onnxruntime-fp16",
-         "onnxruntime-fp16-file", "ort-cuda-fp16", "onnxruntime-int8", "acl", "bins:<folder>")
+#: variant names (``bins:<folder>`` takes the folder after the colon); the parser's list (zooinfer.parameters)
+KNOWN = VARIANTS
 
 #: what each variant computes in, for tables and the localisation tolerance
 PRECISION = {"onnxruntime": "fp32", "torch": "fp32", "torch-cuda": "fp32", "ort-cuda": "fp32", "ort-tensorrt": "fp32",
@@ -89,20 +90,12 @@ def known_variants() -> tuple[str, ...]:
     return KNOWN
 
 
-def parse_name(name: str) -> tuple[str, str | None]:
-    """``"bins:/x/y"`` -> ``("bins", "/x/y")``; a known plain name -> ``(name, None)``; else a ZooinferError that
-    lists the known names."""
-    if not isinstance(name, str):
-        raise ZooinferError(f"a variant is a name (one of {', '.join(KNOWN)}), got {type(name).__name__}")
-    if name.startswith("bins:"):
-        folder = name[5:].strip()
-        if not folder:
-            raise ZooinferError("variant 'bins:<folder>' needs the result folder after the colon, e.g. "
-                                "bins:./result/subdir")
-        return "bins", folder
-    if name not in KNOWN:
-        raise ZooinferError(f"unknown variant {name!r}; known: {', '.join(KNOWN)}")
-    return name, None
+def check_bins_folder(path: str | os.PathLike) -> None:
+    """Raise a ZooinferError naming the ``bins:<path>`` variant unless ``path`` is a folder holding result files
+    (``<key>_<k>.bin`` / ``.txt`` as ais_bench writes them, at its top or in ``view<v>/`` folders). Reads names only;
+    whether every sample has its files is known once the dataset is open (:func:`zooinfer.compare.compare` names the
+    samples a folder lacks)."""
+    check_result_folder(path, f"variant 'bins:{path}'")
 
 
 # ------------------------------------------------------------------------------------------------ cache helpers
@@ -533,8 +526,10 @@ def open_variant(name: str, recipe: Recipe, *, sources: Sources | None = None, o
             from .backends.bins import OutputReader
 
             folder = Path(arg)
-            if not folder.is_dir():
-                return Skipped(name, f"result folder not found: {folder}")
+            try:
+                check_bins_folder(folder)
+            except ZooinferError as e:  # missing or malformed: this variant is skipped, with the reason
+                return Skipped(name, str(e))
             if dataset is None or not len(dataset):
                 raise ZooinferError("variant 'bins:<folder>' needs dataset= (its first image sizes the outputs)")
             shapes, views = output_shapes(recipe, src.onnx_path, dataset[0])

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zooinfer import recipes
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accelerator_check.py"
 
 
@@ -48,20 +50,42 @@ def test_help_and_bad_arguments():
     for flag in ("--models", "--quick", "--no-install", "--wheels", "--model-budget-s", "--total-budget-s"):
         assert flag in proc.stdout
     assert "--simulate-cpu" not in proc.stdout
-    bad = _run("--models", "dpn131", "resnet50")
+    bad = _run("--models", "dpn131", "no-such-model")
     assert bad.returncode == 2
-    assert "unknown model(s) resnet50; known: dpn131, ssd_resnet34, m2det, pcb, pyramidbox" in bad.stderr
+    assert f"unknown model(s) no-such-model; known: {', '.join(recipes.NAMES)}" in bad.stderr
     assert _run("--total-budget-s", "0").returncode == 2
 
 
 def test_argument_defaults_and_batch_sizes(acc):
     args = acc.parse_args([])
-    assert args.models == list(acc.MODELS) and not args.quick and args.total_budget_s == 450
+    assert args.models == list(recipes.NAMES) and not args.quick and args.total_budget_s == 450
     assert acc.batch_sizes_for("dpn131", args) == [1, 8, 32]
     assert acc.batch_sizes_for("pyramidbox", args) == [1, 8]
     quick = acc.parse_args(["--quick", "--models", "pcb"])
     assert acc.batch_sizes_for("pcb", quick) == [1, 8]
     assert acc.batch_sizes_for("pyramidbox", acc.parse_args(["--batch-sizes", "16", "32"])) == [1]
+
+
+def test_batch_cap_and_check_sizes_come_from_the_recipe(acc, sixth_model, monkeypatch):
+    import dataclasses
+
+    from zooinfer.recipes import BenchPlan
+
+    args = acc.parse_args(["--batch-sizes", "1", "4", "8", "32"])
+    assert acc.batch_sizes_for("sixth", args) == [1, 4, 8, 32]  # the default plan caps nothing
+    capped = dataclasses.replace(sixth_model, bench=BenchPlan(max_batch=4))
+    monkeypatch.setattr(sys.modules["zooinfer.models.sixth.recipe"], "RECIPE", capped)
+    assert acc.batch_sizes_for("sixth", args) == [1, 4]
+    # (parity inputs, end-to-end batch, end-to-end images): the values the script had when it named the models
+    # (plain, heavy, heavy with two views), now from the recipe's plan and views per image
+    want = {"dpn131": (4, 8, 64), "m2det": (4, 8, 16), "pyramidbox": (2, 2, 16)}
+    for name, (parity, bs, stream) in want.items():
+        recipe = recipes.get(name)
+        views = 2 if name == "pyramidbox" else 1
+        sizes = acc.batch_sizes_for(name, acc.parse_args([]))
+        assert acc.check_sizes(recipe, views, sizes, quick=False) == (parity, bs, stream), name
+        assert acc.check_sizes(recipe, views, sizes, quick=True)[2] == stream // 4, name
+    assert acc.check_sizes(sixth_model, 1, [1, 8, 32], quick=False) == (4, 8, 64)
 
 
 def test_install_command_uses_a_target_folder_and_local_wheels(acc, tmp_path):

@@ -33,3 +33,17 @@ def test_a_subset_as_large_as_the_dataset_is_all_of_it():
 def test_a_bad_subset_size_is_refused(n):
     with pytest.raises(DatasetError, match="subset must be an integer >= 1"):
         _dataset(10).sample(n)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 22
+def test_5_duplicate_keys_are_refused_naming_both_paths():
+    samples = [Sample("a", "/d/a.jpg"), Sample("b", "/d/b.jpg"), Sample("a", "/d/sub/a.png")]
+    with pytest.raises(DatasetError, match=r"sample key 'a' .*more than once.*/d/a\.jpg.*/d/sub/a\.png"):
+        ImageDataset("d", "/d", samples)
+
+
+@pytest.mark.parametrize("key", ["../a", "/abs/a", "", "a/b", ".."])
+def test_2_a_key_that_is_not_a_plain_name_is_refused(key):
+    """Sample keys become .bin stems (``<out>/<key>.bin``): one path component each."""
+    with pytest.raises(DatasetError, match=r"sample key .* is not a plain file name"):
+        ImageDataset("d", "/d", [Sample(key, "/d/x.jpg")])

@@ -121,3 +121,50 @@ def test_10_a_subset_of_zero_or_fewer_samples_is_refused():
         with pytest.raises(DatasetError, match=f"limit must be None .* or an integer >= 1, got {bad}"):
             ds.subset(bad)
     assert len(ds.subset(2)) == 2 and ds.subset(None) is ds
+
+
+# ---------------------------------------------------------------------------------------------------- issue 22
+@pytest.mark.parametrize("name", ["../evil.JPEG", "/tmp/abs_evil.JPEG", "sub/ILSVRC2012_val_00000009.JPEG"])
+def test_2_file_names_in_val_label_txt_that_are_not_plain_names_are_refused(tmp_path, name):
+    _write_layout(tmp_path, nested=False)
+    with open(tmp_path / "val_label.txt", "a") as f:
+        f.write(f"{name} 5\n")
+    with pytest.raises(DatasetError, match=r"val_label.txt: file name on line 4 .* is not a plain file name"):
+        open_imagenet(tmp_path)
+
+
+def test_5_an_image_both_flat_and_in_a_class_folder_is_refused_naming_both_paths(tmp_path):
+    _write_layout(tmp_path, nested=False)
+    (tmp_path / "val" / "n01440764").mkdir()
+    (tmp_path / "val" / "n01440764" / "ILSVRC2012_val_00000002.JPEG").write_bytes(
+        (tmp_path / "val" / "ILSVRC2012_val_00000002.JPEG").read_bytes())
+    with pytest.raises(DatasetError) as e:
+        open_imagenet(tmp_path)
+    text = str(e.value)
+    assert "sample key 'ILSVRC2012_val_00000002'" in text and "more than once" in text
+    assert str(tmp_path / "val" / "ILSVRC2012_val_00000002.JPEG") in text
+    assert str(tmp_path / "val" / "n01440764" / "ILSVRC2012_val_00000002.JPEG") in text
+
+
+@pytest.mark.parametrize("target", ["n00000000", "."])
+def test_5_a_symlinked_class_folder_is_refused_not_evaluated_twice(tmp_path, target):
+    """val/again -> val/n00000000 (its images twice) or val/again -> val (a loop back to the flat level)."""
+    _write_layout(tmp_path, nested=target != ".")
+    (tmp_path / "val" / "again").symlink_to(target)
+    with pytest.raises(DatasetError, match=r"more than once.*again"):
+        open_imagenet(tmp_path)
+
+
+def test_5_a_symlink_loop_is_unreadable_not_missing(tmp_path):
+    import errno
+
+    _write_layout(tmp_path, nested=False)
+    (tmp_path / "val" / "ILSVRC2012_val_00000004.JPEG").symlink_to("ILSVRC2012_val_00000004.JPEG")
+    with open(tmp_path / "val_label.txt", "a") as f:
+        f.write("ILSVRC2012_val_00000004.JPEG 5\n")
+    ds = open_imagenet(tmp_path)
+    assert len(ds) == 4 and ds.missing == []  # listed like any image: reading it says why it cannot be read
+    loop = next(s for s in ds if s.key == "ILSVRC2012_val_00000004")
+    with pytest.raises(OSError) as e:
+        open(loop.path, "rb")
+    assert e.value.errno == errno.ELOOP

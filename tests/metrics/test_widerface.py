@@ -268,3 +268,31 @@ def test_scores_outside_unit_range_are_normalised_with_their_own_min():
     scaled = {k: np.column_stack([v[:, :4], v[:, 4] * 64]) for k, v in fine.items()}
     assert min(v[:, 4].min() for v in scaled.values() if len(v)) > 1
     assert _aps(wf.evaluate(scaled, GT, quantize=False)) == _aps(wf.evaluate(fine, GT, quantize=False))
+
+
+# ---------------------------------------------------------------------------------------------------- issue 22
+@pytest.mark.parametrize("event, image", [("../evil", "x"), ("/tmp", "abs_evil"), ("0--A", "../../evil"),
+                                          ("0--A", "/tmp/abs_evil"), ("..", "x")])
+def test_2_a_submission_file_is_never_written_outside_its_folder(tmp_path, event, image):
+    folder = tmp_path / "run" / "submission"
+    with pytest.raises(DatasetError, match="not a plain file name"):
+        wf.write_submission(folder, event, image, np.zeros((0, 5)))
+    assert not any(p.suffix == ".txt" for p in tmp_path.rglob("*")) and not Path("/tmp/abs_evil.txt").exists()
+
+
+def test_2_the_accumulator_refuses_crafted_ground_truth_names_before_writing(tmp_path):
+    """A GroundTruth built in memory (not read from the checked .mat files) holding '../evil': nothing is written
+    outside the submission folder, and no .txt anywhere."""
+    gt = wf.GroundTruth([("0--A", "0_a_1"), ("../..", "evil")], {s: [np.zeros((0, 4))] * 2 for s in wf.SETTINGS},
+                        {s: [np.zeros(0, np.int64)] * 2 for s in wf.SETTINGS})
+    acc = wf.WiderFaceAccumulator(gt)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(DatasetError, match=r"event name '\.\./\.\.' is not a plain file name"):
+        acc.write_artifacts(tmp_path / "run")
+    assert not any(p.suffix == ".txt" for p in tmp_path.rglob("*"))
+
+
+def test_2_ground_truth_names_that_are_not_plain_are_refused_when_loaded(tmp_path):
+    wf.write_ground_truth(tmp_path, {"0--A": {"/tmp/abs_evil": [[1, 2, 3, 4]]}})
+    with pytest.raises(DatasetError, match=r"wider_face_val.mat: image name '/tmp/abs_evil' is not a plain file name"):
+        wf.load_ground_truth(tmp_path)

@@ -77,8 +77,22 @@ def test_check_lists_changed_and_missing_notebooks(tool, tmp_path, capsys):
 def test_help_and_bad_model():
     run = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0 and "--check" in run.stdout and "--out" in run.stdout
-    run = subprocess.run([sys.executable, str(TOOL), "--check", "resnet"], capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 2 and "unknown model" in run.stderr
+    run = subprocess.run([sys.executable, str(TOOL), "--check", "no-such-model"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert run.returncode == 2 and f"unknown model(s) no-such-model; known: {', '.join(recipes.NAMES)}" in run.stderr
+
+
+def test_a_model_without_an_ascend_guide_gets_a_notebook_that_says_so(tool, sixth_model, tmp_path):
+    assert sixth_model.notebook.guide is None
+    assert tool.main(["--out", str(tmp_path)]) == 0  # every model, the sixth included
+    assert sorted(p.stem for p in tmp_path.glob("*.ipynb")) == sorted(recipes.NAMES)
+    nb = nbformat.read(tmp_path / "sixth.ipynb", as_version=4)
+    nbformat.validate(nb)
+    intro = " ".join(nb.cells[0].source.split())
+    assert intro.startswith("# A sixth model on a tiny sample: checkpoint -> ONNX -> accuracy -> speed")
+    assert "No Ascend ModelZoo guide covers this model" in intro and "Replaces" not in intro
+    assert "papermill notebooks/sixth.ipynb out.ipynb" in intro
+    assert _assignments(nb.cells[1].source)["model"] == "sixth"
 
 
 def test_output_is_deterministic_and_clean(tool, generated):
@@ -200,3 +214,10 @@ def test_a_template_change_reaches_every_notebook(tool, monkeypatch):
     after = {n: tool.render(n) for n in recipes.NAMES}
     for n in recipes.NAMES:
         assert after[n] != before[n] and after[n] == before[n].replace("## Speed", "## Throughput")
+
+
+def test_i22_19_the_setup_shows_warnings_as_notes_before_anything_runs(generated):
+    for name in recipes.NAMES:
+        source = _cell(nbformat.read(generated / f"{name}.ipynb", as_version=4), "setup").source
+        assert "report.warnings_as_notes()" in source
+        assert source.index("report.warnings_as_notes()") < source.index("Evaluation.from_parameters")

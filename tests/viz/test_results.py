@@ -83,8 +83,8 @@ def _wider(tmp_path):
     wf.write_ground_truth(gt_dir, {"0--Parade": {"a": np.array([[10, 10, 30, 30], [40, 5, 8, 8]]),
                                                  "b": {"boxes": np.array([[5, 5, 20, 20]]), "easy": [0]}}})
     gt = wf.load_ground_truth(gt_dir)
-    samples = [Sample(f"0--Parade/{n}", _image(tmp_path / f"{n}.jpg"), ("0--Parade", n), {"event": "0--Parade"})
-               for n in ("a", "b")]
+    # keys as the WIDER FACE reader makes them: the image name (a plain name: it is the .bin stem)
+    samples = [Sample(n, _image(tmp_path / f"{n}.jpg"), ("0--Parade", n), {"event": "0--Parade"}) for n in ("a", "b")]
     preds = [np.array([[10, 10, 30, 30, 0.9], [100, 30, 10, 10, 0.5]]), np.array([[5, 5, 20, 20, 0.8]])]
     acc = wf.WiderFaceAccumulator(gt)
     for s, p in zip(samples, preds):

@@ -6,28 +6,71 @@ Inputs: one raw float32 C-order array per sample, ``<key>.bin`` (multi-view mode
 
 Outputs: ais_bench writes ``<key>_<k>.bin`` (or ``.txt`` with ``--outfmt TXT``) for output ``k`` counted from 0; the
 old ``benchmark`` tool writes ``<key>_<k>.txt`` counted from 1. :class:`OutputReader` accepts both.
+
+Every file is written through a temporary name renamed into place (a full disk leaves no truncated file and stops
+with an error naming the file) and, given its ``root`` (``zooinfer bins --out``), never outside it.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, ZooinferError
+from ..paths import inside, plain_name
 
 
-def write_input(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Write one sample as raw float32, C order, no header (what the guides' preprocess scripts write)."""
-    np.ascontiguousarray(array, dtype=np.float32).tofile(path)
+def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place: a failed write (a full disk, a file
+    size limit) leaves neither a truncated file nor the temporary one, and an existing file stays whole; the
+    failure is a ZooinferError naming ``path`` and the system's reason."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise ZooinferError(f"cannot write {path}: {e.strerror or e}"
+                            + (" (the disk is full)" if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) else "")
+                            + "; no partial file was left") from None
 
 
-def write_info(entries: Iterable[tuple[str, int, int]], info_path: str | os.PathLike) -> None:
-    """The benchmark tool's ``.info`` file: ``<index> <bin path> <width> <height>`` per sample."""
-    with open(info_path, "w") as f:
-        for i, (path, w, h) in enumerate(entries):
-            f.write(f"{i} {path} {w} {h}\n")
+def make_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` (and its parents) created if needed; a ZooinferError naming it and the system's reason if not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZooinferError(f"cannot create the folder {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def write_input(array: np.ndarray, path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """Write one sample as raw float32, C order, no header (what the guides' preprocess scripts write), atomically
+    (:func:`write_atomically`). ``root``: the folder ``path`` must stay inside (``zooinfer bins --out``)."""
+    if root is not None:
+        inside(root, path, "the input file")
+    write_atomically(path, memoryview(np.ascontiguousarray(array, dtype=np.float32)).cast("B"))
+
+
+def write_info(entries: Iterable[tuple[str, int, int]], info_path: str | os.PathLike,
+               root: str | os.PathLike | None = None) -> None:
+    """The benchmark tool's ``.info`` file: ``<index> <bin path> <width> <height>`` per sample, written atomically.
+    ``root``: the folder every listed ``.bin`` must be inside (checked before anything is written)."""
+    lines = []
+    for i, (path, w, h) in enumerate(entries):
+        if root is not None:
+            inside(root, path, "a .bin file listed in the .info file")
+        lines.append(f"{i} {path} {w} {h}\n")
+    write_atomically(info_path, "".join(lines).encode())
 
 
 class OutputReader:
@@ -64,8 +107,26 @@ class OutputReader:
                     return p
         raise FileNotFoundError(f"no result file {key}_{k + (self._base or 0)}.bin/.txt in {folder}")
 
+    def missing(self, key: str) -> str | None:
+        """Why sample ``key`` lacks a readable result file here (None: every output's file exists in every view
+        folder, and each ``.bin`` has the byte size of an output in float32 or float16); reads names and sizes only."""
+        folders = [self.folder / f"view{v}" for v in range(self.views)] if self.views > 1 else [self.folder]
+        sizes = {b * int(np.prod(s)) for s in self.shapes for b in (4, 2)}
+        try:
+            for folder in folders:
+                for k in range(len(self.shapes)):
+                    p = self._find(folder, key, k)
+                    if p.suffix == ".bin" and p.stat().st_size not in sizes:
+                        return (f"{p}: {p.stat().st_size} bytes, expected the float32 or float16 size of an output "
+                                f"of shape {' or '.join(map(str, self.shapes))}")
+        except OSError as e:
+            return str(e)
+        return None
+
     def read(self, key: str) -> list:
-        """One sample's outputs in ONNX order (a list of such lists, one per view, for multi-view models)."""
+        """One sample's outputs in ONNX order (a list of such lists, one per view, for multi-view models). ``key``
+        must be a plain name (its files are ``<folder>/<key>_<k>.bin``)."""
+        plain_name(key, "sample key", self.folder)
         if self.views > 1:
             return [self._read(self.folder / f"view{v}", key) for v in range(self.views)]
         return self._read(self.folder, key)

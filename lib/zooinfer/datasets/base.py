@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import DatasetError
+from ..paths import why_not_plain
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class ImageDataset:
     extra: dict = field(default_factory=dict)
     #: files the reader skipped (path, reason), e.g. names not following the layout's pattern
     rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_keys(self.samples, self.root)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,9 +78,31 @@ class ImageDataset:
         lo, hi = n * index // count, n * (index + 1) // count
         return replace(self, samples=self.samples[lo:hi])
 
+    def ground_truth_files(self) -> list[Path]:
+        """The files this dataset's ground truth is read from (label list, annotation file, .mat files; none where
+        the names carry it, as Market-1501's): the prediction store keeps their sha256, so a resume or a rescore
+        after one changed is refused, naming it. Readers list them in ``extra["ground_truth_files"]``."""
+        return [Path(p) for p in self.extra.get("ground_truth_files", ())]
+
     def describe(self) -> str:
         kind = "embedded sample" if self.embedded else "dataset"
         return f"{self.name} {kind} at {self.root}: {len(self.samples)} images"
+
+
+def check_keys(samples: list[Sample], root: Path | str) -> None:
+    """Every sample key is a plain name (it becomes a file name: ``<out>/<key>.bin``) and unique (two samples with
+    one key would share that file and be counted twice); a DatasetError names the offending path(s) otherwise."""
+    first_path: dict[str, str] = {}
+    for s in samples:
+        why = why_not_plain(s.key)
+        if why is not None:
+            raise DatasetError(f"{root}: sample key {s.key!r} of {s.path} is not a plain file name ({why}); keys "
+                               "become the .bin file names and must be one path component")
+        if s.key in first_path:
+            raise DatasetError(f"{root}: sample key {s.key!r} is used more than once: {first_path[s.key]} and "
+                               f"{s.path} (the same image twice, e.g. both flat and in a class folder or through a "
+                               "symbolic link, or two images with the same name up to the first '.'); keep one")
+        first_path[s.key] = s.path
 
 
 def require_dir(path: Path, what: str, layout: str) -> Path:

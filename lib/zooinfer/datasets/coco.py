@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..paths import plain_name
 from .base import ImageDataset, Sample, require_dir, require_file
 from .samples import ensure, skimage_path
 
@@ -110,11 +111,13 @@ def _dataset(name: str, root: Path, image_dir: Path, images: list[dict], cats: t
              extra: dict) -> ImageDataset:
     """Samples (key = file stem, target = image id) for ``images``; each sample's ``info`` carries what
     postprocessing may need: ``image_id``, the annotation file's ``height`` / ``width``, and ``category_ids`` (the
-    file's category ids in order, one tuple shared by all samples: model class k >= 1 -> ``category_ids[k - 1]``)."""
+    file's category ids in order, one tuple shared by all samples: model class k >= 1 -> ``category_ids[k - 1]``).
+    Every ``file_name`` must be a plain file name (``extra["ann_file"]`` is named otherwise)."""
     samples = []
     for img in images:
         image_id = int(img["id"])
-        samples.append(Sample(_stem(img["file_name"]), str(image_dir / img["file_name"]), image_id,
+        file_name = plain_name(img["file_name"], f"file_name of image id {image_id}", extra["ann_file"])
+        samples.append(Sample(_stem(file_name), str(image_dir / file_name), image_id,
                               {"image_id": image_id, "height": int(img["height"]), "width": int(img["width"]),
                                "category_ids": cats}))
     return ImageDataset(name, root, samples, embedded=False, extra=extra)
@@ -145,6 +148,7 @@ def open_coco2017_val(data_root: str | os.PathLike) -> ImageDataset:
         raise DatasetError(f"{ann_file}: no image has an annotation; nothing to evaluate")
     cats = category_ids(data)
     extra = {"annotations": bbox_only_view(data), "ann_file": str(ann_file),
+             "ground_truth_files": [str(ann_file)],
              "img_ids": [int(img["id"]) for img in selected], "category_ids": list(cats),
              "n_images_in_file": len(data["images"]),
              "selection": "images with at least one annotation (the SSD guide's ssd_preprocess.py)"}
@@ -276,7 +280,8 @@ def open_coco2014_minival(data_root: str | os.PathLike) -> ImageDataset:
     if len(cats) != 80:
         raise DatasetError(f"{ann_file}: {len(cats)} categories; the model's 80 classes map positionally onto the "
                            "80 entries of a COCO instances file, which must all be present in the standard order")
-    extra = {"annotations": data, "ann_file": str(ann_file), "img_ids": [int(img["id"]) for img in images],
+    extra = {"annotations": data, "ann_file": str(ann_file), "ground_truth_files": [str(ann_file)],
+             "img_ids": [int(img["id"]) for img in images],
              "category_ids": list(cats), "n_images_in_file": len(images),
              "selection": "every image of the annotation file, ascending id (the M2Det guide)"}
     return _dataset("coco2014-minival", root, image_dir, images, cats, extra)

@@ -6,7 +6,9 @@ Layout (``data_root``)::
     val_label.txt                             "<file name> <0-based label>" per line, single space
 
 Both walking variants of the guide (flat files, class sub-folders) are accepted; every image is processed and keyed
-by its name up to the first '.', which is also its ``.bin`` stem.
+by its name up to the first '.', which is also its ``.bin`` stem. A key found twice (an image both flat and in a
+class folder, a symbolic link to a folder) is an error naming both paths; file names in ``val_label.txt`` must be
+plain names (no folder part).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..paths import plain_name
 from .base import ImageDataset, Sample, require_dir, require_file
 from .samples import ensure, skimage_path
 
@@ -38,14 +41,14 @@ def read_labels(path: Path) -> dict[str, int]:
             continue
         parts = line.split(" ")
         try:
-            labels[stem(parts[0])] = int(parts[1])
+            labels[stem(plain_name(parts[0], f"file name on line {n}", path))] = int(parts[1])
         except (IndexError, ValueError):
             raise DatasetError(f"{path}:{n}: expected '<file name> <0-based label>', got {line!r}") from None
     return labels
 
 
 def _label_names(path: Path) -> dict[str, str]:
-    """``val_label.txt`` -> {stem: file name as written}."""
+    """``val_label.txt`` -> {stem: file name as written} (plain names: :func:`read_labels` checked them)."""
     names = {}
     for line in path.read_text().splitlines():
         if line.strip():
@@ -54,14 +57,19 @@ def _label_names(path: Path) -> dict[str, str]:
     return names
 
 
+def _listed(p: Path) -> bool:
+    """An image entry of the val folder: a file, or a symbolic link that does not lead to one (a loop, a dangling
+    target): listed so that reading it reports it as unreadable, with the system's reason, not as missing."""
+    return p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
+
+
 def open_imagenet(data_root: str | Path) -> ImageDataset:
     """Read the val folder and labels; images without a label are an error (the guide would KeyError on them)."""
     root = Path(data_root)
     val = require_dir(root / "val", "ImageNet validation image folder", LAYOUT)
     labels = read_labels(require_file(root / "val_label.txt", "ImageNet label file", LAYOUT))
-    files = sorted(p for p in val.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    files += sorted(p for d in sorted(val.iterdir()) if d.is_dir() for p in d.iterdir()
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in val.iterdir() if _listed(p))
+    files += sorted(p for d in sorted(val.iterdir()) if d.is_dir() for p in d.iterdir() if _listed(p))
     if not files:
         raise DatasetError(f"no images found in {val}\nExpected layout:\n{LAYOUT}")
     unlabeled = [p.name for p in files if stem(p.name) not in labels]
@@ -77,7 +85,8 @@ def open_imagenet(data_root: str | Path) -> ImageDataset:
                        {"missing": f"not found: named in {root / 'val_label.txt'} but not under {val}"})
                 for key, label in labels.items() if key not in on_disk]
     samples.sort(key=lambda s: s.key)
-    return ImageDataset("imagenet-val", root, samples, embedded=False)
+    return ImageDataset("imagenet-val", root, samples, embedded=False,
+                        extra={"ground_truth_files": [str(root / "val_label.txt")]})
 
 
 # ---------------------------------------------------------------------------------------------------- embedded sample

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from ..errors import DatasetError
+from ..paths import why_not_plain
 from .base import ImageDataset, Sample, require_dir
 from .samples import ensure, skimage_path
 
@@ -83,6 +84,10 @@ def _list_split(folder: Path, split: str) -> tuple[list[Sample], list[tuple[str,
         name = os.path.basename(fpath)
         if not os.path.isfile(fpath):
             rejected.append((fpath, "not a regular file"))
+            continue
+        unusable = why_not_plain(stem(name))  # the key is the .bin file name: one path component
+        if unusable is not None:
+            rejected.append((fpath, f"its name up to the first '.' cannot be a .bin file name: {unusable}"))
             continue
         parsed = parse_name(name)
         if parsed is None:

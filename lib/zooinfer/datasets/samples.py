@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import DatasetError
+
 #: bump when a builder changes, so stale caches are rebuilt
 SAMPLE_VERSION = "1"
 
@@ -24,13 +26,15 @@ def cache_root() -> Path:
 
 
 def ensure(name: str, build: Callable[[Path], None]) -> Path:
-    """Root of embedded sample ``name``, building it with ``build(tmp_root)`` if it is not there yet."""
+    """Root of embedded sample ``name``, building it with ``build(tmp_root)`` if it is not there yet. A cache folder
+    that cannot be written (read-only, full) is a DatasetError naming it and ``ZOOINFER_CACHE``."""
     final = cache_root() / "samples" / f"{name}-v{SAMPLE_VERSION}"
     if (final / ".complete").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+    tmp = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
         build(tmp)
         (tmp / ".complete").write_text("built by zooinfer.datasets.samples\n")
         try:
@@ -39,8 +43,15 @@ def ensure(name: str, build: Callable[[Path], None]) -> Path:
             if not (final / ".complete").is_file():
                 shutil.rmtree(final, ignore_errors=True)
                 tmp.rename(final)
+    except OSError as e:
+        cache = Path(os.path.abspath(cache_root()))
+        if e.filename is not None and cache not in Path(os.path.abspath(e.filename)).parents:
+            raise  # not the cache's fault (e.g. a picture scikit-image does not ship)
+        raise DatasetError(f"cannot build the embedded {name} sample in the cache folder {final.parent}: "
+                           f"{e.strerror or e}; set ZOOINFER_CACHE to a writable folder (default ~/.cache/zooinfer) "
+                           "or pass data_root= (the real dataset)") from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 

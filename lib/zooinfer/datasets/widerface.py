@@ -11,7 +11,9 @@
 Samples are the images the ground truth lists (events sorted, names sorted inside an event: the guide's order), so
 an image missing or unreadable on disk is skipped and counted by the pipeline and its faces still count as missed.
 Files on disk that the ground truth does not list (an extra event folder, a stray image) are not evaluated; they are
-reported in ``dataset.rejected``.
+reported in ``dataset.rejected``. Event and image names read from the .mat files become paths (images, ``.bin`` and
+submission files): each must be a plain name (``zooinfer.paths.plain_name``), and an image name must not repeat
+across events (it is the sample key); a DatasetError names the file otherwise.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def open_widerface_val(data_root: str | os.PathLike) -> ImageDataset:
     name, ``info['event']``). ``extra``: ``gt_dir`` (folder of the four .mat files) and ``ground_truth`` (the loaded
     ``metrics.widerface.GroundTruth``). ``rejected``: image files on disk the ground truth does not list.
     """
-    from ..metrics.widerface import load_ground_truth
+    from ..metrics.widerface import GT_FILES, load_ground_truth
 
     root = require_dir(Path(data_root), "WIDER FACE data root", LAYOUT)
     image_dir = require_dir(root / "WIDER_val" / "images", "WIDER FACE val image folder", LAYOUT)
@@ -84,8 +86,9 @@ def open_widerface_val(data_root: str | os.PathLike) -> ImageDataset:
                 rejected.append((f.path, f"image is not in the ground truth of event {entry.name!r}"))
     if not samples:
         raise DatasetError(f"{gt_dir}: the ground truth lists no image; nothing to evaluate")
-    return ImageDataset("widerface-val", root, samples, extra={"gt_dir": str(gt_dir), "ground_truth": gt},
-                        rejected=rejected)
+    truth_files = [str(gt_dir / f) for f in GT_FILES.values()]
+    return ImageDataset("widerface-val", root, samples, extra={"gt_dir": str(gt_dir), "ground_truth": gt,
+                                                             "ground_truth_files": truth_files}, rejected=rejected)
 
 
 # ------------------------------------------------------------------------------------------------ embedded sample

@@ -53,6 +53,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from ..errors import DatasetError, MetricInputError
+from ..parameters import NumberRange
+from ..paths import inside, plain_name
 
 SETTINGS = ("easy", "medium", "hard")
 GT_FILES = {"all": "wider_face_val.mat", "easy": "wider_easy_val.mat", "medium": "wider_medium_val.mat",
@@ -126,11 +128,12 @@ def _mat_images(mat: dict, path: Path) -> tuple[list[ImageKey], list[np.ndarray]
     for k in ("event_list", "file_list"):
         if k not in mat:
             raise DatasetError(f"{path}: no '{k}' variable; expected the official WIDER FACE ground truth")
-    events = [_cell_str(e) for e in _cells(mat["event_list"])]
+    # event and image names become paths (<images>/<event>/<image>.jpg, <submission>/<event>/<image>.txt)
+    events = [plain_name(_cell_str(e), "event name", path) for e in _cells(mat["event_list"])]
     files = _cells(mat["file_list"])
     if len(files) != len(events):
         raise DatasetError(f"{path}: {len(events)} events but {len(files)} file lists")
-    images = [(ev, _cell_str(n)) for ev, fl in zip(events, files) for n in _cells(fl)]
+    images = [(ev, plain_name(_cell_str(n), "image name", path)) for ev, fl in zip(events, files) for n in _cells(fl)]
     boxes = None
     if "face_bbx_list" in mat:
         bl = _cells(mat["face_bbx_list"])
@@ -242,10 +245,12 @@ def write_ground_truth(gt_dir: str | Path, entries: Mapping[str, Mapping[str, An
 def write_submission(folder: str | Path, event: str, image_name: str, dets: np.ndarray) -> Path:
     """Write one image's detections in the official layout: ``<folder>/<event>/<image>.txt`` with lines
     ``<event>/<image>.jpg``, the count, then ``x y w h score`` per row formatted ``{:.1f} x4 {:.3f}`` (the guide's
-    format). ``dets``: (K, 5) x y w h score in original pixels, written in the given order."""
-    stem = image_name[:-4] if image_name.endswith(".jpg") else image_name
+    format). ``dets``: (K, 5) x y w h score in original pixels, written in the given order. ``event`` and
+    ``image_name`` must be plain names (DatasetError otherwise): the file is never written outside ``folder``."""
+    plain_name(event, "event name", folder)
+    stem = plain_name(image_name[:-4] if image_name.endswith(".jpg") else image_name, "image name", folder)
     dets = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
-    path = Path(folder) / event / f"{stem}.txt"
+    path = inside(folder, Path(event) / f"{stem}.txt", "the submission file")
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{event}/{stem}.jpg", f"{len(dets):d}"] + [LINE_FORMAT.format(*row) for row in dets.tolist()]
     path.write_text("\n".join(lines) + "\n")
@@ -680,8 +685,10 @@ class WiderFaceAccumulator:
         """Every ground-truth image's prediction file under ``folder/<event>/<image>.txt`` (an image without
         predictions gets a file with count 0; every event gets its folder), in the guide's format."""
         folder = Path(folder)
+        for event, name in self.gt.images:  # every name checked before the first file is written
+            plain_name(event, "event name", self.gt.source or "the ground truth")
+            plain_name(name, "image name", self.gt.source or "the ground truth")
         for event, name in self.gt.images:
-            (folder / event).mkdir(parents=True, exist_ok=True)
             write_submission(folder, event, name, self.predictions.get((event, name), np.zeros((0, 5))))
         return folder
 
@@ -695,3 +702,5 @@ class WiderFaceAccumulator:
 #: the metric parameters a WIDER FACE recipe takes (``Recipe.metric_options``: notebook parameters; a rescore may
 #: change them without running the model again)
 WIDER_METRIC_OPTIONS = (("iou_thresh", IOU_THRESH, "IoU a detection needs to match a face (official: 0.5)"),)
+#: the values they may take (``Recipe.metric_ranges``): an IoU threshold is in (0, 1]
+WIDER_METRIC_RANGES = (("iou_thresh", NumberRange(0, 1)),)

@@ -1,4 +1,4 @@
-"""The model registry: ``zooinfer.recipes.get(name)`` returns the ``Recipe`` of one of the five models.
+"""The model registry: ``zooinfer.recipes.get(name)`` returns the ``Recipe`` of one of the models (``NAMES``).
 
 It is the only registry. A model is one folder, ``zooinfer/models/<name>/``, whose ``recipe.py`` defines ``RECIPE``:
 the facts (names, shapes, checkpoint, published figures), the pre/post-processing, the network builder, the metric
@@ -8,25 +8,36 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import ZooinferError
 from .base import BenchPlan, NotebookSpec, Published, PerfRow, Recipe
 
+#: where the model folders are: ``zooinfer/models/<name>/`` with a ``recipe.py``
+MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
+#: what a model name is: its folder's name, a lowercase Python identifier (it is imported as
+#: ``zooinfer.models.<name>``); a name that breaks the rule (``no-such-model``) can never be a model
+NAME_RULE = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def _discover() -> tuple[str, ...]:
-    """The model folders: every package under ``zooinfer/models/`` that has a ``recipe.py`` (sorted by name)."""
-    root = Path(__file__).resolve().parent.parent / "models"
-    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(root)])
-                        if m.ispkg and (root / m.name / "recipe.py").is_file()))
+def _discover(root: Path = MODELS_ROOT) -> tuple[str, ...]:
+    """The model folders: every package under ``root`` that has a ``recipe.py`` (sorted by name); a model folder
+    whose name breaks ``NAME_RULE`` is refused."""
+    names = sorted(m.name for m in pkgutil.iter_modules([str(root)])
+                   if m.ispkg and (root / m.name / "recipe.py").is_file())
+    for name in names:
+        if not NAME_RULE.fullmatch(name):
+            raise ZooinferError(f"model folder {root / name} has a recipe.py but its name {name!r} is not a model "
+                                f"name (lowercase letters, digits and '_', starting with a letter): rename the folder")
+    return tuple(names)
 
 
 #: the models of this installation, found by their folders (adding one: docs/adding-a-model.md)
 NAMES = _discover()
 
-__all__ = ["NAMES", "BenchPlan", "NotebookSpec", "Published", "PerfRow", "Recipe", "available", "get"]
+__all__ = ["NAMES", "NAME_RULE", "BenchPlan", "NotebookSpec", "Published", "PerfRow", "Recipe", "available", "get"]
 
 
 def get(name: str, **options: Any) -> Recipe:

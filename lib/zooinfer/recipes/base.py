@@ -62,12 +62,18 @@ def dataset_opener(reader: Callable[..., Any], sample_root: Callable[[], Any],
 @dataclass(frozen=True)
 class BenchPlan:
     """How ``benchmarks/run.py`` measures a model: swept batch sizes, samples in the end-to-end stream, and the
-    (short, long) memory streams, normal and ``--quick`` (heavy models get smaller numbers)."""
+    (short, long) memory streams, normal and ``--quick`` (heavy models get smaller numbers).
+
+    ``heavy``: seconds per image on a CPU (M2Det, PyramidBox): the other benchmarks' streams and the tests' runs on
+    real recipes use fewer images. ``max_batch``: the largest batch (rows: views) any sweep may use, also on a GPU
+    (None: no cap; PyramidBox's two 1000x1000 views per image: 8)."""
 
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     stream: int = 64
     memory: tuple[int, int] = (2000, 20000)
     memory_quick: tuple[int, int] = (200, 2000)
+    heavy: bool = False
+    max_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,9 @@ class NotebookSpec:
     and defaults to. Facts the recipe already holds (name, checkpoint file, published figures) are not repeated.
 
     Intro: ``# {title}: checkpoint -> ONNX -> {steps} -> speed``, then "Replaces the Ascend ModelZoo guide
-    `{guide}` ({guide_steps})", the papermill command lines (``data_example`` is the example ``data_root``), the
-    published reference, "Every fact ({facts}, published figures) comes from ...", then ``intro`` (markdown).
+    `{guide}` ({guide_steps})" (``guide`` None: no guide covers the model, and the intro says so), the papermill
+    command lines (``data_example`` is the example ``data_root``), the published reference, "Every fact ({facts},
+    published figures) comes from ...", then ``intro`` (markdown).
 
     Parameters: ``defaults`` override the template's defaults (e.g. a smaller ``bs`` / ``limit`` for a heavy
     model's embedded run); ``extra`` adds model options as (name, default, comment), inserted after ``limit`` and
@@ -89,7 +96,7 @@ class NotebookSpec:
     results section shows after the task's own (``viz.show_results``)."""
 
     title: str
-    guide: str
+    guide: str | None = None
     steps: str = "accuracy"
     guide_steps: str = "pth2onnx, preprocess to `.bin`, benchmark, accuracy script"
     facts: str = "preprocessing constants, ONNX names"
@@ -165,6 +172,9 @@ class Recipe:
     #: metric parameters ``new_accumulator(dataset, **options)`` takes, as (name, default, comment): notebook
     #: parameters a rescore may change without running the model again (e.g. WIDER FACE's IoU threshold)
     metric_options: tuple[tuple[str, Any, str], ...] = ()
+    #: the values numeric metric options may take, as (name, ``parameters.NumberRange``) (e.g. an IoU threshold:
+    #: in (0, 1]); an option not named here may be any finite number
+    metric_ranges: tuple[tuple[str, Any], ...] = ()
 
     @property
     def input_name(self) -> str:
@@ -181,21 +191,21 @@ class Recipe:
 
     def metric_values(self, given: dict[str, Any]) -> dict[str, Any]:
         """``given`` metric options with text from a command line converted to the default's type ("0.4" -> 0.4);
-        unknown names are refused."""
+        a number option takes a finite number in its ``metric_ranges`` range (never a bool: YAML reads "yes" as
+        one); unknown names are refused."""
         from ..errors import ZooinferError
+        from ..parameters import NumberRange, number_value
 
         defaults = {n: d for n, d, _ in self.metric_options}
+        ranges = dict(self.metric_ranges)
         out = {}
         for name, value in given.items():
             if name not in defaults:
                 raise ZooinferError(f"model {self.name!r} has no metric parameter {name!r}"
                                     + (f" (it has: {', '.join(defaults)})" if defaults else ""))
             default = defaults[name]
-            if isinstance(default, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise ZooinferError(f"metric parameter {name!r} must be a number, got {value!r}") from None
+            if isinstance(default, float):
+                value = number_value(name, value, ranges.get(name, NumberRange()), what="metric parameter")
             elif isinstance(default, str) and not isinstance(value, str):
                 raise ZooinferError(f"metric parameter {name!r} must be a name (text), got {value!r}")
             out[name] = value

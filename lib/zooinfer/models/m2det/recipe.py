@@ -134,7 +134,7 @@ RECIPE = Recipe(
         ),
     ),
     build=build,
-    bench=BenchPlan(batch_sizes=(1, 8), stream=24, memory=(1000, 10000), memory_quick=(100, 1000)),
+    bench=BenchPlan(batch_sizes=(1, 8), stream=24, memory=(1000, 10000), memory_quick=(100, 1000), heavy=True),
     preprocess=preprocess,
     sample_meta=SAMPLE_META,
     postprocess=postprocess,

@@ -80,7 +80,11 @@ def test_run_passes_its_folder_and_writes_the_report_without_code(tmp_path, monk
     seen = {}
 
     def execute_notebook(source, output, parameters, **kwargs):
-        seen.update(parameters=dict(parameters), output=output, source=source)
+        from zooinfer.store import holder
+
+        run_dir = Path(parameters["run_dir"])
+        seen.update(parameters=dict(parameters), output=output, source=source, held=holder(run_dir),
+                    folders=sorted(p.name for p in run_dir.parent.iterdir()))
         nb = nbformat.v4.new_notebook()
         cell = nbformat.v4.new_code_cell("ev = Evaluation.from_parameters(...)\nev.banner()", execution_count=1)
         cell.outputs = [nbformat.v4.new_output("display_data", {"text/markdown": "BANNER: not meaningful"})]
@@ -93,6 +97,8 @@ def test_run_passes_its_folder_and_writes_the_report_without_code(tmp_path, monk
     run_dir = Path(seen["parameters"]["run_dir"])
     assert run_dir.parent == tmp_path / "dpn131" and run_dir.name.endswith(".partial") and not run_dir.exists()
     assert seen["parameters"]["progress"] is False and seen["parameters"]["bs"] == 2
+    # the folder is locked from before it is first seen as partial (zooinfer clean never takes a starting run)
+    assert seen["held"] is not None and seen["folders"] == [run_dir.name]
     assert "ZOOINFER_RUN_DIR" not in __import__("os").environ
     final = run_dir.with_name(run_dir.name.lstrip(".").removesuffix(".partial"))
     assert sorted(p.name for p in final.iterdir()) == ["dpn131-report.html", "dpn131.html", "dpn131.ipynb",

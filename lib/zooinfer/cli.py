@@ -470,8 +470,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id = new_run_id(args.model)
         final = root / args.model / run_id
         partial = final.with_name(f".{run_id}.partial")
-        partial.mkdir(parents=True)
-        run_lock = RunLock.take(partial, doing="run")
+        starting = final.with_name(f".{run_id}.starting")  # locked before zooinfer clean can see it as partial
+        starting.mkdir(parents=True)
+        run_lock = RunLock.take(starting, doing="run")
+        starting.rename(partial)
+        run_lock.moved(partial)
     params["run_dir"] = str(partial)  # the notebook writes metrics.json and plots here; this command renames it
     try:
         return _execute(args, notebook, params, partial, final)

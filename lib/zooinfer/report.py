@@ -57,7 +57,7 @@ _RUN_IDS: set[str] = set()
 
 def new_run_id(model: str) -> str:
     """``<yyyymmdd-hhmmss>-<model>-<pid>``; a second run of this process in the same second gets ``-2``, ``-3``...
-    before the pid (the pid stays last: ``zooinfer list`` reads it to tell a running run)."""
+    before the pid (which run made a folder; whether it still runs is its lock's to say: ``store.RunLock``)."""
     stamp = f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{model}"
     run_id, n = f"{stamp}-{os.getpid()}", 1
     while run_id in _RUN_IDS:
@@ -115,14 +115,9 @@ def _version(pkg: str) -> str | None:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .cpu import cpu_name
+
+    return cpu_name()
 
 
 def _git_revision() -> str | None:

@@ -366,12 +366,14 @@ INT8_METHODS = ("minmax", "entropy", "percentile")
 
 def int8_onnx(recipe: Recipe, onnx_path: str | os.PathLike, dataset: Any, *, calibration: int | None = 8,
               keys: Sequence[str] | None = None, per_channel: bool = True, method: str = "minmax",
-              activation_type: str = "int8", weight_type: str = "int8") -> tuple[Path, dict]:
+              activation_type: str = "int8", weight_type: str = "int8",
+              nodes_to_exclude: Sequence[str] = ()) -> tuple[Path, dict]:
     """ONNX Runtime static quantization of ``onnx_path`` (QDQ format, per-channel weights by default), calibrated on
     ``calibration`` images of ``dataset`` (or the given ``keys``) through ``recipe.preprocess``; cached next to the
     source, keyed by its md5, the calibration keys and the settings. Graphs below opset 13 are converted to 13 first
     (per-channel DequantizeLinear needs its ``axis``). Returns (path, info) -- info names the calibration images
-    (``calibration_keys``) and says when the count was clipped (``calibration_note``)."""
+    (``calibration_keys``) and says when the count was clipped (``calibration_note``). ``nodes_to_exclude``: node
+    names of the source graph kept in fp32 (ONNX Runtime's quantizer option; what a precision search chooses)."""
     quant = _need("onnxruntime.quantization", "the INT8 variant")
     import onnx
     import onnxruntime
@@ -384,7 +386,8 @@ def int8_onnx(recipe: Recipe, onnx_path: str | os.PathLike, dataset: Any, *, cal
     src = Path(onnx_path)
     samples, cal = calibration_samples(dataset, calibration, keys)
     settings = {"ort": onnxruntime.__version__, "format": "QDQ", "per_channel": bool(per_channel), "method": method,
-                "activations": activation_type, "weights": weight_type, "calibration_keys": list(cal.keys)}
+                "activations": activation_type, "weights": weight_type, "calibration_keys": list(cal.keys),
+                "nodes_to_exclude": sorted(nodes_to_exclude)}
     out = _cache_path(src, "int8", settings)
     info = {"source": str(src), **settings, "calibration_count": len(cal.keys),
             "calibration_requested": cal.requested, "calibration_note": cal.note}
@@ -410,7 +413,8 @@ def int8_onnx(recipe: Recipe, onnx_path: str | os.PathLike, dataset: Any, *, cal
             warnings.simplefilter("ignore")
             quant.quantize_static(str(work), str(tmp), reader, quant_format=quant.QuantFormat.QDQ,
                                   per_channel=per_channel, activation_type=types[activation_type],
-                                  weight_type=types[weight_type], calibrate_method=methods[method])
+                                  weight_type=types[weight_type], calibrate_method=methods[method],
+                                  nodes_to_exclude=list(nodes_to_exclude))
         if not reader.failed or len(reader.failed) < len(samples):
             os.replace(tmp, out)
     finally:

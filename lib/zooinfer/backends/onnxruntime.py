@@ -24,21 +24,9 @@ PROVIDERS = {
 
 def physical_cores() -> int:
     """Physical core count (falls back to logical CPUs available to this process)."""
-    try:
-        cores = set()
-        with open("/proc/cpuinfo") as f:
-            phys = core = None
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
-                    cores.add((phys, core))
-        n = len(cores)
-    except OSError:
-        n = 0
-    avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n or avail, avail))
+    from ..cpu import physical_cores as cores
+
+    return cores()
 
 
 def _machine_tag(ort_version: str) -> str:
@@ -46,12 +34,9 @@ def _machine_tag(ort_version: str) -> str:
     import hashlib
     import platform
 
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu += next((line for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
+    from ..cpu import cpu_name
+
+    cpu = f"{platform.machine()}|{cpu_name()}"
     return hashlib.md5(f"{ort_version}|{cpu}".encode()).hexdigest()[:8]
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -653,9 +652,7 @@ class _NullAccumulator:
 
 
 def _stream(dataset, n: int):
-    k = len(dataset)
-    samples = [s for i, s in enumerate(dataset.samples) for _ in range(n // k + (i < n % k))]
-    return dataclasses.replace(dataset, samples=samples)
+    return dataset.repeated(n)
 
 
 def end_to_end(recipe, dataset, session, bs: int, n: int, workers: int) -> dict:

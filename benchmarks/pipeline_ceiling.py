@@ -18,7 +18,6 @@ the "Pipeline ceiling" section of benchmarks/README.md (not with --no-readme).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import os
 import sys
@@ -43,9 +42,7 @@ COLUMNS = ["model", "workers", "N", "stream", "images/s", "single-thread img/s",
 def long_stream(ds: Any, n: int) -> Any:
     """``ds`` stretched to ``n`` samples, each sample repeated in place (s0 s0 s1 s1 ...: the dataset's order of
     groups kept, as benchmarks/run.py does)."""
-    k = len(ds)
-    samples = [s for i, s in enumerate(ds.samples) for _ in range(n // k + (i < n % k))]
-    return dataclasses.replace(ds, samples=samples)
+    return ds.repeated(n)
 
 
 def single_thread_rate(recipe: Any, stream: Any) -> float:

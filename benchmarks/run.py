@@ -18,7 +18,6 @@ Writes benchmarks/results/<timestamp>.json and benchmarks/results/latest.json, p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -81,9 +80,7 @@ def long_stream(ds, n: int):
     """``ds`` stretched to ``n`` samples, each sample repeated in place (s0 s0 s1 s1 ...), so the dataset's own order
     of groups is kept: Market-1501's queries all come before its gallery, as in the real layout (interleaving whole
     copies would hold every gallery feature back until the last query arrived)."""
-    k = len(ds)
-    samples = [s for i, s in enumerate(ds.samples) for _ in range(n // k + (i < n % k))]
-    return dataclasses.replace(ds, samples=samples)
+    return ds.repeated(n)
 
 
 def _memory_child(model: str, n: int, bs: int) -> None:

@@ -232,7 +232,8 @@ def test_long_stream_repeats_in_place(tiny_dataset):
     mod = _bench_module()
     s = mod.long_stream(tiny_dataset, 16)
     keys = [x.key for x in s]
-    assert len(keys) == 16 and keys[:3] == ["img0", "img0", "img0"] and keys[-2:] == ["img6", "img6"]
+    assert len(keys) == 16 and keys[:3] == ["img0", "img0~1", "img0~2"] and keys[-2:] == ["img6", "img6~1"]
+    assert [x.path for x in s][:3] == [tiny_dataset[0].path] * 3
 
 
 def test_prep_processes_preprocess_in_other_processes(tiny_dataset):

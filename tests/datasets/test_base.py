@@ -47,3 +47,15 @@ def test_2_a_key_that_is_not_a_plain_name_is_refused(key):
     """Sample keys become .bin stems (``<out>/<key>.bin``): one path component each."""
     with pytest.raises(DatasetError, match=r"sample key .* is not a plain file name"):
         ImageDataset("d", "/d", [Sample(key, "/d/x.jpg")])
+
+
+def test_a_repeated_stream_keeps_order_and_paths_with_unique_keys(tmp_path):
+    """Timing streams repeat samples in place; the repeats get their own keys (a duplicate key is refused)."""
+    from zooinfer.datasets.base import ImageDataset, Sample
+
+    ds = ImageDataset("x", tmp_path, [Sample("a", "/p/a.jpg", 1), Sample("b", "/p/b.jpg", 2)])
+    s = ds.repeated(5)
+    assert [x.key for x in s] == ["a", "a~1", "a~2", "b", "b~1"]
+    assert [x.path for x in s] == ["/p/a.jpg"] * 3 + ["/p/b.jpg"] * 2 and [x.target for x in s] == [1, 1, 1, 2, 2]
+    with pytest.raises(DatasetError, match="n >= 1"):
+        ds.repeated(0)

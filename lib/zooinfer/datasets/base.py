@@ -78,6 +78,19 @@ class ImageDataset:
         lo, hi = n * index // count, n * (index + 1) // count
         return replace(self, samples=self.samples[lo:hi])
 
+    def repeated(self, n: int) -> "ImageDataset":
+        """A stream of ``n`` samples for timing: each sample repeated in place (s0 s0 s1 s1 ..., the dataset's order
+        kept), the k-th repeat of a key keyed ``<key>~<k>`` (k >= 1): keys stay unique, so nothing downstream (the
+        store, .bin names) mistakes a repeat for the same sample counted twice; paths and ground truth unchanged."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DatasetError(f"a repeated stream needs n >= 1 samples, got {n!r}")
+        k = len(self.samples)
+        if k == 0:
+            raise DatasetError(f"{self.root}: no samples to repeat")
+        samples = [s if j == 0 else replace(s, key=f"{s.key}~{j}")
+                   for i, s in enumerate(self.samples) for j in range(n // k + (i < n % k))]
+        return replace(self, samples=samples)
+
     def ground_truth_files(self) -> list[Path]:
         """The files this dataset's ground truth is read from (label list, annotation file, .mat files; none where
         the names carry it, as Market-1501's): the prediction store keeps their sha256, so a resume or a rescore

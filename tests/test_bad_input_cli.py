@@ -126,13 +126,19 @@ def test_6_output_folders_that_cannot_be_written_are_refused_at_once(tmp_path):
 
 
 # -------------------------------------------------------------------------------- 7. Ctrl-C
-def test_7_ctrl_c_says_where_the_partial_run_is_in_one_line(tmp_path):
+def _run_until_cells_run(tmp_path) -> subprocess.Popen:
+    """``zooinfer run dpn131 -p limit 2`` in its own process group, returned once its kernel is running cells."""
     proc = subprocess.Popen([*ZOOINFER, "run", "dpn131", "-q", "--output-root", str(tmp_path), "-p", "limit", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 90
     while time.time() < deadline and not list(tmp_path.glob("dpn131/.*.partial/*.ipynb")):
         time.sleep(0.5)
     time.sleep(3)  # the kernel is running cells
+    return proc
+
+
+def test_7_ctrl_c_says_where_the_partial_run_is_in_one_line(tmp_path):
+    proc = _run_until_cells_run(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     out, _ = proc.communicate(timeout=90)
     lines = [line for line in out.splitlines() if line.strip()]
@@ -322,12 +328,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_i22_16_sigterm_says_where_the_partial_run_is_and_shuts_the_kernel_down(tmp_path):
-    proc = subprocess.Popen([*ZOOINFER, "run", "dpn131", "-q", "--output-root", str(tmp_path), "-p", "limit", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline and not list(tmp_path.glob("dpn131/.*.partial/*.ipynb")):
-        time.sleep(0.5)
-    time.sleep(3)  # the kernel is running cells
+    proc = _run_until_cells_run(tmp_path)
     kernel = _children(proc.pid)
     assert kernel, "no kernel started"
     proc.send_signal(signal.SIGTERM)  # what a job scheduler or `kill` sends: to zooinfer alone

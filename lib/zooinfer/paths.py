@@ -54,3 +54,14 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "file")
         raise ZooinferError(f"refusing to write {what} {target}: it resolves to {real_target}, outside {real_root} "
                             "(every file zooinfer writes stays inside its run folder or --out)")
     return target
+
+
+def make_folder(folder: str | os.PathLike, what: str = "the folder") -> Path:
+    """``folder`` (and its parents) created if needed; a ZooinferError naming ``what`` it is, the folder and the
+    system's reason if it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZooinferError(f"cannot create {what} {folder}: {e.strerror or e}") from None
+    return folder

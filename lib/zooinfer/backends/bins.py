@@ -43,16 +43,6 @@ def write_atomically(path: str | os.PathLike, data: bytes | memoryview) -> None:
                             + "; no partial file was left") from None
 
 
-def make_folder(folder: str | os.PathLike) -> Path:
-    """``folder`` (and its parents) created if needed; a ZooinferError naming it and the system's reason if not."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ZooinferError(f"cannot create the folder {folder}: {e.strerror or e}") from None
-    return folder
-
-
 def write_input(array: np.ndarray, path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
     """Write one sample as raw float32, C order, no header (what the guides' preprocess scripts write), atomically
     (:func:`write_atomically`). ``root``: the folder ``path`` must stay inside (``zooinfer bins --out``)."""

@@ -49,12 +49,9 @@ class Harness:
         if log_dir is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="zooinfer-loadgen-")
             return Path(self._temporary.name)
-        path = Path(log_dir)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ZooinferError(f"cannot make the LoadGen log folder {path}: {e.strerror or e}") from None
-        return path
+        from ..paths import make_folder
+
+        return make_folder(log_dir, "the LoadGen log folder")
 
     @property
     def keeps_logs(self) -> bool:

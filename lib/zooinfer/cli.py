@@ -596,7 +596,8 @@ def cmd_bins(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import recipes
-    from .backends.bins import make_folder, write_info, write_input
+    from .backends.bins import write_info, write_input
+    from .paths import make_folder
 
     from .config import check_output_folder
 

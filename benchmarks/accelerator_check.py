@@ -16,7 +16,9 @@ measures the previous model):
      copied into an OrtValue on the device, the run with outputs bound on the device, the copy back);
   4. energy per image from the GPU's own readings (``pynvml``: the board's energy counter where it has one, and the
      power sampled every 20 ms in a thread, integrated over the timed window), total and above idle;
-  5. the end-to-end stream (``zooinfer.pipeline.run``: read + preprocess on the host's cores + infer + postprocess)
+  5. OpenVINO on a GPU it sees (f32, f16: parity and the sweep; its GPU plugin drives Intel GPUs, so on an NVIDIA
+     machine the check says it sees none);
+  6. the end-to-end stream (``zooinfer.pipeline.run``: read + preprocess on the host's cores + infer + postprocess)
      over the embedded samples repeated, on the project's ``ort-cuda`` backend and on TensorRT fp16.
 Output: ``<out>/accelerator-<stamp>.json`` (everything) and ``.md`` (the table, next to the guides' T4 and Ascend 310P
 figures from each recipe's ``published.performance``), the markdown also on stdout.
@@ -381,6 +383,32 @@ def provider_diagnostics(device_id: int = 0) -> dict:
         info["usable"] = bool(info["active"])
         out[key] = info
     return out
+
+
+#: OpenVINO's precisions on a GPU device it sees (f32 set explicitly: its GPU plugin's default is f16)
+OPENVINO_CONFIGS = ("fp32", "fp16")
+
+
+def openvino_status(simulate: bool = False) -> dict:
+    """The GPU devices OpenVINO sees (``gpus``) and, when none, why (``why``): not installed (the install line), or
+    none found -- its GPU plugin drives Intel GPUs (OpenCL / Level Zero), not NVIDIA ones. ``simulate``: its CPU
+    stands in for a GPU (figures mean nothing)."""
+    from zooinfer.backends import openvino
+
+    why = openvino.unavailable()
+    if why:
+        return {"gpus": [], "why": why}
+    seen = openvino.devices()
+    gpus = ["CPU"] if simulate else [d for d in seen if d.startswith("GPU")]
+    return {"version": openvino.import_openvino().__version__, "devices": seen, "gpus": gpus,
+            "why": None if gpus else f"OpenVINO sees {seen}: no GPU (its GPU plugin drives Intel GPUs only)"}
+
+
+def describe_openvino(status: dict) -> str:
+    """One sentence: which GPU OpenVINO measures, or why none."""
+    if status.get("gpus"):
+        return f"OpenVINO {status.get('version')}: measuring {status['gpus'][0]} ({', '.join(OPENVINO_CONFIGS)})"
+    return f"OpenVINO GPU configurations skipped: {status.get('why')}"
 
 
 def describe_providers(diag: dict) -> list[str]:
@@ -774,6 +802,26 @@ def check_model(name: str, onnx_path: str, args: argparse.Namespace, budget: Bud
                 out["configs"][key] = cfg
         finally:
             sess = None
+    for precision in OPENVINO_CONFIGS if (diag.get("openvino") or {}).get("gpus") else ():
+        key = f"openvino-gpu-{precision}"
+        if not budget.allows(20):
+            out["skipped"].append(f"{key}: budget ({budget.model_left():.0f} s left for {name})")
+            continue
+        cfg = {}
+        try:
+            from zooinfer.backends.openvino import OpenVinoSession
+
+            t0 = time.perf_counter()
+            sess = OpenVinoSession(onnx_path, precision=precision, device=diag["openvino"]["gpus"][0], name=key)
+            got = sess.run(x)
+            cfg["build_s"] = time.perf_counter() - t0  # compile + first run
+            cfg["parity"] = parity_rows(export, ref, got, recipe.output_names, precision)
+            cfg["sweep"] = bench.inference_sweep(sess, samples, sizes, **timing)
+            out["configs"][key] = cfg
+        except Exception as e:  # noqa: BLE001 - one configuration failing must not cost the others
+            out["errors"][key] = f"{type(e).__name__}: {e}"[:2000]
+        finally:
+            sess = None
     # end-to-end: the project's ort-cuda backend, and the TensorRT fp16 session when it ran
     workers = max(2, min(8, (os.cpu_count() or 4) // 2))
     e2e: dict[str, Any] = {}
@@ -914,7 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.simulate_cpu:
         for key in ("cuda", "tensorrt"):
             diag[key] = {**diag.get(key, {}), "usable": True, "simulated": True}
-    text = describe_providers(diag)
+    diag["openvino"] = openvino_status(args.simulate_cpu)
+    text = [*describe_providers(diag), describe_openvino(diag["openvino"])]
     for line in text:
         say(line)
     import torch

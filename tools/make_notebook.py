@@ -32,7 +32,7 @@ PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("model", "{name}", "the recipe this notebook runs (zooinfer.recipes.get(model))"),
     ("weights", None, "the published checkpoint file as downloaded ({checkpoint_file}), None for synthetic weights"),
     ("data_root", None, "{data_root_help}"),
-    ("backend", "onnxruntime", "onnxruntime | ort-cuda | ort-tensorrt | torch | torch-cuda | acl | bins"),
+    ("backend", "onnxruntime", "{backends}"),
     ("bs", 8, "batch size of the evaluation run"),
     ("limit", None, "evaluate only the first N images (None: all)"),
     ("subset", None, "evaluate a random N images instead (figures with 95% intervals; None: all)"),
@@ -56,8 +56,13 @@ PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("progress", True, "progress bar while evaluating (a live widget in JupyterLab when ipywidgets is installed)"),
     ("compare", [], "variants beside the reference, e.g. [\"onnxruntime-fp16\", \"onnxruntime-int8\"]; [] skips"),
     ("calibration", 8, "INT8 calibration images (the first N of the dataset)"),
+    ("tune", False, "also the precision search: the fastest passing configuration, layers kept in fp32"),
+    ("budget", None, "the search's largest relative metric drop, a fraction (None: the guides' rule, 0.01)"),
+    ("rank_subset", 64, "samples the search ranks layers on (the first N of the run's)"),
     ("scenarios", [], "MLPerf LoadGen scenarios, e.g. [\"SingleStream\", \"Offline\", \"Server\"]; [] skips"),
     ("latency_bound_ms", None, "the Server scenario's p99 bound in ms (None: 3x the SingleStream p90)"),
+    ("audits", [], "MLPerf compliance audits after the scenarios, e.g. [\"TEST01\", \"TEST04\", \"TEST05\"]; [] skips"),
+    ("repeats", 1, "evaluate the selection N times in all (fresh sessions): flips and metric spreads; 1 skips"),
 )
 #: the model options go after this parameter, the metric parameters (``Recipe.metric_options``) after the model options
 OPTIONS_AFTER = "limit"
@@ -111,7 +116,8 @@ RESULTS = """viz.show_results(ev, result);"""
 
 BENCH = """rows = ev.benchmark()  # ev.config.batch_sizes, ev.config.bench_min_time
 report.show(rows, "Pure inference per batch size", ["backend", "bs", "throughput", "latency_ms_p50",
-                                                     "latency_ms_p90", "latency_ms_p99", "cv", "unstable"])
+                                                     "latency_ms_p90", "latency_ms_p99", "cv", "unstable",
+                                                     "distinct_batches", "outputs_checked"])
 print(f"best batch size for {ev.config.backend} on this machine: {ev.best_batch()} (of {sorted(set(r['bs'] for r in rows))})")
 report.show([{"ratio": k, "value": round(v, 3)} for k, v in ev.ratios().items()], "Ratios")
 if ev.config.profile_ops:
@@ -123,7 +129,16 @@ report.plot_throughput(rows, title=f"{model}: this machine vs published", publis
 PRECISION = """if ev.config.compare:  # the variants run on the same samples as the evaluation
     ev.backends_and_precision();
 else:
-    print("skipped: no variants given (e.g. -p compare '[onnxruntime-fp16, onnxruntime-int8]')")"""
+    print("skipped: no variants given (e.g. -p compare '[onnxruntime-fp16, onnxruntime-int8]')")
+if ev.config.tune:  # the fastest configuration that still passes; the layers to keep in fp32 for each toolchain
+    from zooinfer import sections
+    sections.precision_search(ev);"""
+
+REPEAT = """if ev.config.repeats > 1:  # the run's own evaluation is the first; the others run in fresh sessions
+    from zooinfer import repeat
+    repeat.repeatability(ev);
+else:
+    print("skipped: one evaluation (e.g. -p repeats 3 tells non-determinism apart from a regression)")"""
 
 LOAD = """if ev.config.scenarios:  # LoadGen's durations are short on the embedded sample
     ev.under_load();
@@ -143,6 +158,7 @@ SECTIONS = (
     ("export", "## ONNX export", EXPORT),
     ("accuracy", "## Accuracy", EVALUATE),
     ("results", None, RESULTS),
+    ("repeat", "## Repeatability", REPEAT),
     ("speed", "## Speed", BENCH),
     ("precision", "## Backends and precision", PRECISION),
     ("load", "## Under load", LOAD),
@@ -190,7 +206,10 @@ def parameters(recipe: Any) -> list[tuple[str, Any, str]]:
     unknown = (set(defaults) | set(comments)) - known
     if unknown:
         raise ValueError(f"{recipe.name}: NotebookSpec names parameters the template does not have: {sorted(unknown)}")
-    facts = {"name": recipe.name, "checkpoint_file": recipe.checkpoint_file, "data_root_help": spec.data_root_help}
+    from zooinfer.backends import BACKENDS
+
+    facts = {"name": recipe.name, "checkpoint_file": recipe.checkpoint_file, "data_root_help": spec.data_root_help,
+             "backends": " | ".join(BACKENDS)}
     rows = []
     for name, default, comment in PARAMETERS:
         value = defaults[name] if name in defaults else (default.format(**facts) if isinstance(default, str)

@@ -9,6 +9,10 @@
     zooinfer run dpn131 --resume outputs/dpn131/.<run-id>.partial    continue an interrupted run (its parameters)
     zooinfer rescore outputs/pyramidbox/<run-id> -p iou_thresh 0.4  the metrics again from the stored predictions
     zooinfer clean [--yes]                          list (and remove) the partial folders of interrupted runs
+    zooinfer tune dpn131 [--budget 0.01] [--rank-subset 64]   the fastest passing configuration, layers kept in fp32
+    zooinfer diff RUN_A RUN_B [--max-drop 0.5] [--max-slowdown 0.1] [--html diff.html]   what changed between runs
+    zooinfer repeat outputs/dpn131/<run-id> 3       the run's samples twice more in fresh sessions: flips, spreads
+    zooinfer run dpn131 --strict                    exit 4 when a speed figure is unstable or a LoadGen check fails
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from .errors import ZooinferError
 
 #: exit statuses of ``zooinfer run`` (also in its --help)
 EXIT_OK, EXIT_UNEXPECTED, EXIT_CLEAR_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+#: ``zooinfer run --strict``: the run is complete but a reported speed figure cannot be trusted
+EXIT_UNTRUSTED_SPEED = 4
 RUN_EXIT_HELP = """exit status:
   0    the run is complete (report printed)
   1    an unexpected error (a bug, or a failure zooinfer has no clear message for; see the executed notebook)
@@ -36,6 +42,9 @@ RUN_EXIT_HELP = """exit status:
        and the run folder keeps its partial name (.<run-id>.partial): --resume FOLDER finishes it
   3    the run is complete but skipped more than 5% of its images (unreadable, or named by the ground truth and
        missing on disk): the accuracy does not describe the dataset (metrics.json "skipped")
+  4    with --strict only: the run is complete but a reported speed figure cannot be trusted, each one named: a
+       pure-inference row whose timings vary (cv above 15%, zooinfer.bench.UNSTABLE_CV) or whose timed outputs
+       were not the model's, a LoadGen run that is INVALID or failed, an MLPerf audit that FAILED
   130  interrupted (Ctrl-C); the partial run folder is printed: zooinfer run MODEL --resume FOLDER continues it
        (only the samples it did not store run), zooinfer clean lists and removes such folders
   143  terminated (SIGTERM, e.g. from a job scheduler or kill): as 130, the notebook's kernel is shut down and
@@ -551,7 +560,35 @@ def _execute(args: argparse.Namespace, notebook: Path, params: dict, partial: Pa
     print(f"report: {final}")
     for name in sorted(p.name for p in final.iterdir() if not p.name.startswith(".")):  # not the lock file
         print(f"  {name}")
-    return _after_run(final, doc)
+    status = _after_run(final, doc)
+    return _strict(doc) if getattr(args, "strict", False) and status == EXIT_OK else status
+
+
+def _strict(doc: dict) -> int:
+    """``--strict``: exit :data:`EXIT_UNTRUSTED_SPEED` naming each speed figure that cannot be trusted (unstable,
+    outputs not checked equal, LoadGen INVALID, an audit FAILED), else 0."""
+    from .bench import speed_problems
+    from .loadgen.audit import problems
+
+    found = speed_problems(doc.get("throughput") or []) + problems(doc.get("under_load"))
+    for line in found:
+        print(f"strict: {line}", file=sys.stderr)
+    if found:
+        print(f"strict: {len(found)} speed figure(s) cannot be trusted: exit {EXIT_UNTRUSTED_SPEED}", file=sys.stderr)
+        return EXIT_UNTRUSTED_SPEED
+    return EXIT_OK
+
+
+def cmd_repeat(args: argparse.Namespace) -> int:
+    """The run's selection evaluated again in fresh sessions (``zooinfer.repeat``): per-sample flips and each
+    metric's spread; writes ``<run>/repeats/<id>/`` beside the run's own report, never into its files."""
+    from .repeat import check_count, repeat_run
+
+    check_count(args.n)  # before anything slow
+    folder = repeat_run(args.run, args.n, progress=not args.quiet, say=None if args.quiet else print)
+    print((folder / "report.md").read_text())
+    print(f"repeatability report: {folder}")
+    return EXIT_OK
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -565,6 +602,66 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     print((folder / "report.md").read_text())
     print(f"rescored report: {folder}")
     return 0
+
+
+DIFF_EXIT_HELP = """exit status:
+  0    within the thresholds (or none given)
+  1    past a threshold: a headline metric dropped more than --max-drop, or B is slower than --max-slowdown allows
+  2    bad input, nothing compared: a folder that is not a finished run, a partial run, a run without stored
+       predictions, runs of different models, datasets or selections, a threshold that is not a number"""
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What changed between two runs of one model (``zooinfer.diff``): the metrics with paired 95% intervals, the
+    per-class changes, the changed samples, speed ratios, parameter and environment differences, and a verdict
+    against the thresholds (exit 0 / 1; bad input: 2). Reads the two run folders, writes only ``--html``."""
+    from .diff import diff_runs, present
+
+    max_drop = present.threshold_value("--max-drop", args.max_drop)  # before anything is read
+    max_slowdown = present.threshold_value("--max-slowdown", args.max_slowdown, fraction=True)
+    if args.html:
+        present.check_html_path(args.html)
+    d = diff_runs(args.run_a, args.run_b, max_drop=max_drop, max_slowdown=max_slowdown)
+    print(d.text())
+    if args.html:
+        print(f"html: {d.write_html(args.html)}")
+    print(d.verdict["line"])
+    return d.exit_code
+
+
+TUNE_EXIT_HELP = """exit status:
+  0    a configuration passes the budget (the fastest passing one is marked in report.md and metrics.json)
+  1    no configuration passes
+  2    bad input, said before anything slow: an unknown or untunable variant, a budget that is not a fraction in
+       (0, 1), a ranking subset below 1, a bad parameter or path"""
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """The fastest configuration that still passes (``zooinfer.tune``): rank the quantised layers of a
+    low-precision build by their effect on the metric over a ranking subset, keep the worst in fp32 one at a time
+    until the drop fits the budget; the fastest-passing table; the chosen set for ONNX Runtime, NNCF and ATC."""
+    from .config import RunConfig, check_output_folder
+    from .parameters import plain_value
+    from .tune import tune_run
+    from .tune.run import check_settings
+
+    check_settings(args.variant, args.budget, args.rank_subset)  # before anything slow
+    params: dict = {}
+    for f in args.file or []:
+        params.update(_read_parameter_file(f))
+    for key, value in args.param or []:
+        params[key] = plain_value(key, _parse_value(value))
+    if "model" in params:
+        raise ZooinferError(f"parameter 'model' is set by zooinfer tune ({CLI_OWNED['model'].replace('run', 'tune')})")
+    if args.out is not None:
+        check_output_folder(args.out, "--out")
+    config = RunConfig.from_parameters({**params, "model": args.model, "progress": params.get("progress", False)})
+    outcome, folder = tune_run(config, variant=args.variant, budget=args.budget, rank_subset=int(args.rank_subset),
+                               verify=args.verify, max_keep=args.max_keep, out=args.out,
+                               log=None if args.quiet else print)
+    print(outcome.markdown())
+    print(f"report: {folder}")
+    return EXIT_OK if outcome.passed else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -654,6 +751,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "samples it did not store run, with its parameters unless given again; refused, naming "
                           "the difference, if the checkpoint, dataset, recipe or backend settings differ")
     run.set_defaults(fn=cmd_run)
+    run.add_argument("--strict", action="store_true",
+                     help="exit 4 when a reported speed figure cannot be trusted (see exit status 4), naming which")
+    rp = sub.add_parser("repeat", help="evaluate a run's samples again in fresh sessions: flips and metric spreads",
+                        description="Evaluate the samples of a finished run N - 1 more times, each in a fresh "
+                                    "backend session (the run's stored predictions are the first of the N), and "
+                                    "report the samples whose prediction changed between repeats and each "
+                                    "metric's spread (min, max, std): non-determinism told apart from a regression "
+                                    "(zooinfer diff reads the spread). Writes <run>/repeats/<id>/ (metrics.json, "
+                                    "report.md); the run's own files are not changed (docs/repeatability.md).")
+    rp.add_argument("run", help="the run folder (outputs/<model>/<run-id>)")
+    rp.add_argument("n", metavar="N", help="evaluations in all, >= 2 (the run's own is the first)")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    rp.set_defaults(fn=cmd_repeat)
     rs = sub.add_parser("rescore", help="recompute a run's metrics from its stored predictions (no model, no images)",
                         description="Recompute the metrics of a run from its stored predictions (predictions/) with "
                                     "other metric parameters, e.g. -p iou_thresh 0.4 (WIDER FACE) or -p evaluator "
@@ -665,6 +775,49 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a metric parameter, e.g. -p iou_thresh 0.4")
     rs.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rs.set_defaults(fn=cmd_rescore)
+    df = sub.add_parser("diff", help="what changed between two runs of one model (metrics, samples, speed)",
+                        description="Compare two finished (or rescored) run folders of the same model, dataset "
+                                    "and selection\nfrom their stored predictions: every metric's change with a "
+                                    "paired bootstrap 95% interval,\nper-class changes, the samples whose prediction "
+                                    "changed (worst first), throughput and\nstage-time ratios, and what differs in "
+                                    "their parameters and environments.\nNothing is written into the run folders "
+                                    "(docs/diff.md).",
+                        epilog=DIFF_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    df.add_argument("run_a", metavar="RUN_A", help="the reference run folder (outputs/<model>/<run-id>, or a "
+                                                   "rescored report in it: <run>/rescored/<id>)")
+    df.add_argument("run_b", metavar="RUN_B", help="the run compared with it")
+    df.add_argument("--max-drop", metavar="PTS", help="fail (exit 1) when a headline metric of RUN_B is more than "
+                                                      "PTS percentage points below RUN_A's (0: any drop)")
+    df.add_argument("--max-slowdown", metavar="FRACTION", help="fail (exit 1) when RUN_B's throughput at a batch "
+                                                               "size is more than FRACTION below RUN_A's (0.1: 10%%)")
+    df.add_argument("--html", metavar="FILE", help="also write the report as one HTML page with pictures of the "
+                                                   "worst changed samples")
+    df.set_defaults(fn=cmd_diff)
+    tn = sub.add_parser("tune", help="the fastest configuration that still passes: which layers to keep in fp32",
+                        description="Rank the quantised layers of a low-precision build by their effect on the "
+                                    "metric over a ranking subset, keep the worst in fp32 one at a time until the "
+                                    "drop from the reference fits the budget; then time ONNX Runtime fp32 / INT8 / "
+                                    "the tuned INT8 (and OpenVINO where installed) per batch size and mark the "
+                                    "fastest passing configuration. Writes <run folder>/report.md, metrics.json "
+                                    "(fastest_passing) and precision/ (ONNX Runtime, NNCF and ATC files).",
+                        epilog=TUNE_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tn.add_argument("model")
+    tn.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="run parameter (as for zooinfer run), e.g. -p weights /data/x.pth -p data_root /data/x "
+                         "-p limit 500 -p batch_sizes [1,8]")
+    tn.add_argument("-f", "--file", action="append", help="YAML file of parameters (e.g. params/dpn131.yaml)")
+    tn.add_argument("--variant", default="onnxruntime-int8", help="the low-precision variant to tune (default "
+                                                                  "onnxruntime-int8)")
+    tn.add_argument("--budget", default=None, help="the largest relative metric drop that passes, a fraction "
+                                                   "(default: the guides' rule, 0.01 = within 1%%)")
+    tn.add_argument("--rank-subset", default=64, metavar="N", help="samples the search ranks layers on (the first N "
+                                                                   "of the run's; default 64, clipped to the run's)")
+    tn.add_argument("--verify", type=int, default=8, metavar="K", help="noisiest layers verified with the metric "
+                                                                       "(default 8)")
+    tn.add_argument("--max-keep", type=int, default=16, metavar="K", help="layers kept in fp32 at most (default 16)")
+    tn.add_argument("--out", metavar="DIR", help="the run folder to write (default: outputs/<model>/<run-id>-tune)")
+    tn.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    tn.set_defaults(fn=cmd_tune)
     ex = sub.add_parser("export", help="export the ONNX file (and print the atc command)")
     ex.add_argument("model")
     ex.add_argument("--weights", help="published checkpoint file (default: synthetic weights)")

@@ -65,6 +65,8 @@ MAX_DETS = 100
 MAX_STORED_DETS = 2000
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))
 TASKS = ("classification", "detection", "face_detection", "reid")
+#: variant precisions whose timings the report shows beside the CPU's int8 / bf16 instruction-set flags
+LOW_PRECISION = ("fp16", "bf16", "int8")
 
 
 # ------------------------------------------------------------------------------------------------ non-finite
@@ -438,6 +440,26 @@ class _Recorder:
 
 
 # ------------------------------------------------------------------------------------------------ results
+#: per-class delta rows a variant's entry in metrics.json keeps (largest change first)
+PER_CLASS_SHOWN = 20
+
+
+def _per_class(acc: Any) -> dict | None:
+    """The accumulator's per-class breakdown (None where it has none or cannot give one, e.g. no gallery)."""
+    from .metrics.per_class import of_accumulator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return of_accumulator(acc)
+
+
+def per_class_deltas(reference: dict | None, variant: dict | None) -> list[dict]:
+    """A variant's per-class changes against the reference's (``metrics.per_class.deltas``), largest first."""
+    from .metrics.per_class import deltas
+
+    return deltas(reference, variant)
+
+
 @dataclass
 class VariantResult:
     """One variant's pass over the samples. ``per_sample``: one agreement row per sample (empty for the reference);
@@ -465,6 +487,8 @@ class VariantResult:
     #: {sample key: reason} of the samples this variant lacks (no or unreadable result file, unreadable image): no
     #: variant's metric counts them
     skipped_samples: dict = field(default_factory=dict)
+    #: the metric's per-class breakdown on the compared samples (``metrics.per_class`` document; None: none)
+    per_class: dict | None = None
 
 
 @dataclass
@@ -550,6 +574,10 @@ class Comparison:
 
         parts = [f"**Variants of {self.model} on {len(self.samples)} samples, reference `{self.reference}`**",
                  markdown_table(self.rows())]
+        if any(r.precision in LOW_PRECISION for r in self.results):  # their CPU speed depends on these flags
+            from .cpu import isa_note
+
+            parts.append(f"Low-precision timings on the CPU: {isa_note()}.")
         if self.excluded:
             parts.append(f"{len(self.excluded)} samples are left out of every figure because a variant lacks them: "
                          f"{name_samples(self.excluded)}.")
@@ -568,6 +596,12 @@ class Comparison:
                 parts.append(f"`{r.name}` calibrated on {len(r.info['calibration_keys'])} images: "
                              + ", ".join(map(str, r.info["calibration_keys"][:20]))
                              + (" ..." if len(r.info["calibration_keys"]) > 20 else "") + (f" ({note})" if note else ""))
+            if r.info.get("kernel_summary"):  # what ONNX Runtime really runs in an INT8 build (zooinfer.int8)
+                warning = r.info.get("kernel_warning")
+                parts.append(f"`{r.name}`: {r.info['kernel_summary']}."
+                             + (f" **Warning:** {warning}." if warning else ""))
+            if r.info.get("speed_note"):
+                parts.append(f"`{r.name}`: {r.info['speed_note']}")
         return "\n\n".join(parts)
 
     def to_dict(self, worst: int = 10) -> dict:
@@ -584,11 +618,16 @@ class Comparison:
                 "agreement": r.summary, "worst": self.worst(r.name, worst) if r.name != self.reference else [],
                 "nonfinite": [dataclasses.asdict(x) for x in r.nonfinite],
                 "postprocess_retried_with_zeros": r.postprocess_retried,
+                "per_class_deltas": per_class_deltas(ref.per_class, r.per_class)[:PER_CLASS_SHOWN]
+                if r.name != self.reference else [],
                 "skipped_samples": {"count": len(r.skipped_samples), "first": [
                     {"sample": k, "reason": why} for k, why in list(r.skipped_samples.items())[:SAMPLES_NAMED]]},
                 "info": {k: v for k, v in r.info.items() if k not in ("calibration_failed",)},
             })
+        from .cpu import isa_note
+
         return {"model": self.model, "task": self.task, "reference": self.reference, "n_samples": len(self.samples),
+                "cpu": isa_note(),
                 "excluded_samples": {"count": len(self.excluded), "first": self.excluded[:SAMPLES_NAMED]},
                 "settings": self.settings, "variants": variants,
                 "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped]}
@@ -648,8 +687,8 @@ def _warm_up(recipe: Recipe, session: Any, sample: Any) -> None:
 def compare(recipe: Recipe, dataset: Any, variants: Iterable[str | Variant], reference: str = "onnxruntime", *,
             bs: int = 1, limit: int | None = None, onnx_path: Any = None, model: Any = None,
             sources: Sources | None = None, calibration: int | None = 8, calibration_keys: Sequence[str] | None = None,
-            int8_options: dict | None = None, threads: int | None = None, device_id: int = 0, om_path: Any = None,
-            score_threshold: float = 0.3, iou: float = 0.9, keep_worst: int = 4, progress: bool = False
+            int8_options: dict | None = None, calibration_pool: Any = None, threads: int | None = None,
+            device_id: int = 0, om_path: Any = None, score_threshold: float = 0.3, iou: float = 0.9, keep_worst: int = 4, progress: bool = False
             ) -> Comparison:
     """Run every variant over the same first ``limit`` samples of ``dataset`` (all when None) with batch size ``bs``
     and compare each with the ``reference`` variant (added to the run if not listed; it runs first).
@@ -657,8 +696,8 @@ def compare(recipe: Recipe, dataset: Any, variants: Iterable[str | Variant], ref
     ``variants``: names (see :mod:`zooinfer.variants`) or already opened :class:`~zooinfer.variants.Variant`
     objects (e.g. a custom session). ``onnx_path`` / ``model`` / ``sources``: what the named variants are built
     from (default: the recipe's network with synthetic weights, exported). ``calibration`` / ``calibration_keys``
-    / ``int8_options``: the INT8 variant's calibration (images taken from ``dataset``; a count larger than the
-    dataset is clipped and said). ``score_threshold`` / ``iou``: detection matching. Variants that cannot run here
+    / ``int8_options``: the INT8 variant's calibration (images taken from ``calibration_pool``, default
+    ``dataset``, outside the compared samples where it has more; a count larger than that is clipped and said). ``score_threshold`` / ``iou``: detection matching. Variants that cannot run here
     are listed in ``Comparison.skipped`` with the reason; an unknown name raises ZooinferError.
 
     Returns a :class:`Comparison` (``rows()``, ``worst()``, ``to_dict()``, ``markdown()``)."""
@@ -677,9 +716,11 @@ def compare(recipe: Recipe, dataset: Any, variants: Iterable[str | Variant], ref
     src = sources or Sources(recipe, onnx_path=onnx_path, model=model)
 
     def open_all(which: list) -> tuple[list[Variant], list[Skipped]]:
-        opened, skipped = open_variants(which, recipe, sources=src, dataset=dataset, calibration=calibration,
-                                        calibration_keys=calibration_keys, int8_options=int8_options, threads=threads,
-                                        device_id=device_id, om_path=om_path)
+        opened, skipped = open_variants(which, recipe, sources=src, calibration=calibration,
+                                        dataset=dataset if calibration_pool is None else calibration_pool,
+                                        evaluated=[s.key for s in data], calibration_keys=calibration_keys,
+                                        int8_options=int8_options, threads=threads, device_id=device_id,
+                                        om_path=om_path)
         opened.sort(key=lambda v: (v.name != reference, names.index(v.name)))
         return opened, skipped
 
@@ -838,7 +879,7 @@ def _score_variants(recipe: Recipe, data: Any, opened: list[Variant], reference:
             summary=summarize(recipe.task, rec.rows) if v.name != reference else {"n": res.n_done},
             nonfinite=list(watch.found), postprocess_retried=list(watch.retried), info=dict(v.info),
             onnx_path=str(v.onnx_path) if v.onnx_path else None,
-            worst_predictions=[(d, k, c) for d, _, k, c in worst_preds]))
+            worst_predictions=[(d, k, c) for d, _, k, c in worst_preds], per_class=_per_class(rec.inner)))
         if v.name == reference:
             results[0].summary["nonfinite_samples"] = len(watch.bad_keys)
     return results, failed, ref_state["store"] if ref_state else {}

@@ -20,10 +20,11 @@ from typing import Any, Mapping
 
 from .errors import BackendError, CheckpointError, DatasetError, ZooinferError
 from .parameters import (FLAG_WORDS, RESULT_SUFFIXES, STORE_FINGERPRINT, STORE_FOLDER, ResumeRefused,  # noqa: F401
-                         batch_sizes_value, check_environment, check_output_folder, check_result_folder,
+                         batch_sizes_value, budget_value, check_environment, check_output_folder, check_result_folder,
                          close_matches, default_output_root, flag, integer, milliseconds_value, names_value,
                          none_if_empty, onnx_batch, parse_variant, plain_value, read_stored_fingerprint,
                          resume_differences, scenario_name, seconds_value)
+from .parameters import AUDITS, audit_name  # noqa: F401
 
 PRECISIONS = ("fp32", "fp16")
 #: parameters that name a file, folder or address: "", "none" and "None" (what a command line gives) mean None
@@ -36,7 +37,8 @@ RENAMED = {"workers": "processes"}
 #: integer fields: (name, minimum, whether None is allowed); a bool is never an integer (YAML reads "yes" as one)
 INTEGER_FIELDS = (("bs", 1, False), ("limit", 1, True), ("subset", 1, True), ("seed", 0, False),
                   ("threads", 1, True), ("prep_threads", 1, True), ("prep_processes", 1, True),
-                  ("processes", 1, False), ("device_id", 0, True), ("keep", 0, True), ("calibration", 1, True))
+                  ("processes", 1, False), ("device_id", 0, True), ("keep", 0, True), ("calibration", 1, True),
+                  ("rank_subset", 1, False), ("repeats", 1, False))
 #: the parts of a stored fingerprint a resume is compared on before anything runs (the dataset's own digest and the
 #: selected keys need the dataset opened: the evaluation compares them), and their names in the refusal
 RESUME_PARTS = {"model": "model", "recipe": "recipe (model options)", "checkpoint": "checkpoint",
@@ -101,10 +103,22 @@ class RunConfig:
     compare: tuple[str, ...] = ()
     #: INT8 calibration images (the first N of the dataset; named in the report)
     calibration: int = 8
+    #: "Backends and precision": also the precision search and the fastest passing configuration (zooinfer.tune)
+    tune: bool = False
+    #: the search's budget: the largest relative metric drop that passes, a fraction (None: the recipe's rule, 1%)
+    budget: float | None = None
+    #: the samples the search ranks layers on (the first N of the run's; clipped to them, and said)
+    rank_subset: int = 64
     #: "Under load": MLPerf LoadGen scenarios (SingleStream, Offline, Server); () skips the section
     scenarios: tuple[str, ...] = ()
     #: the Server scenario's p99 latency bound in ms (None: 3x the SingleStream p90)
     latency_bound_ms: float | None = None
+    #: "Under load": MLPerf's compliance audits (TEST01, TEST04, TEST05) run through LoadGen's audit.config after
+    #: the scenarios; needs ``scenarios``; () skips them
+    audits: tuple[str, ...] = ()
+    #: "Repeatability": the selection evaluated this many times in all (the run's own evaluation first, the others
+    #: in fresh sessions): per-sample flips and each metric's spread; 1 skips the section
+    repeats: int = 1
     #: model options selecting a variant of its recipe, as sorted (name, value) pairs (e.g. (("canvas", 256),))
     model_options: tuple[tuple[str, Any], ...] = ()
     #: metric parameters (the recipe's ``metric_options``, e.g. WIDER FACE's ``iou_thresh``, COCO's ``evaluator``)
@@ -125,6 +139,8 @@ class RunConfig:
             raise ZooinferError(f"parameters 'limit' ({self.limit}: the first N) and 'subset' ({self.subset}: a random "
                                 "N) both select samples; give one")
         seconds_value("bench_min_time", self.bench_min_time)
+        if self.budget is not None:
+            budget_value("budget", self.budget)
         if self.latency_bound_ms is not None:
             milliseconds_value("latency_bound_ms", self.latency_bound_ms)
         if self.precision not in PRECISIONS:
@@ -138,6 +154,11 @@ class RunConfig:
             parse_variant(name)
         for name in self.scenarios:
             scenario_name(name)
+        for name in self.audits:
+            audit_name(name)
+        if self.audits and not self.scenarios:
+            raise ZooinferError(f"parameter 'audits' ({', '.join(self.audits)}) needs parameter 'scenarios': the "
+                                "audits rerun the LoadGen scenarios (e.g. -p scenarios '[SingleStream, Offline]')")
         if backend.reads_stored_results and self.distributed:
             raise ZooinferError(f"backend={self.backend!r} reads results an external tool already computed: there "
                                 "is nothing to spread over processes; run it with processes=1 and no ray_address")
@@ -359,17 +380,26 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
                                                                                      out["processes"], 1)
     if "batch_sizes" in out:
         out["batch_sizes"] = batch_sizes_value(out["batch_sizes"])
-    for key in ("compare", "scenarios"):
+    for key in ("compare", "scenarios", "audits"):
         if key in out:
             out[key] = names_value(key, out[key])
+    if "audits" in out:
+        out["audits"] = tuple(dict.fromkeys(audit_name(n) for n in out["audits"]))
+    if "repeats" in out:
+        out["repeats"] = integer("repeats", out["repeats"], 1)
     if out.get("calibration") is not None:
         out["calibration"] = integer("calibration", out["calibration"], 1)
+    if "rank_subset" in out:
+        out["rank_subset"] = integer("rank_subset", out["rank_subset"], 1)
+    if "budget" in out:
+        budget = none_if_empty(out["budget"])
+        out["budget"] = None if budget is None else budget_value("budget", budget)
     if "latency_bound_ms" in out:
         bound = none_if_empty(out["latency_bound_ms"])
         out["latency_bound_ms"] = None if bound is None else milliseconds_value("latency_bound_ms", bound)
     if "bench_min_time" in out:
         out["bench_min_time"] = seconds_value("bench_min_time", out["bench_min_time"])
-    for key in ("static_batch", "profile_ops", "progress"):
+    for key in ("static_batch", "profile_ops", "progress", "tune"):
         if key in out:
             out[key] = flag(key, out[key])
     for key in ("backend", "precision"):

@@ -443,6 +443,10 @@ class Evaluation:
                         f"{result.n_samples - result.n_stored} run now.")
         if cfg.subset is not None and result.n_done:
             result.intervals = _intervals(result.accumulator)
+        if result.n_done:
+            from .metrics.per_class import of_accumulator
+
+            result.per_class = of_accumulator(result.accumulator)
         self.steps = replace(self.steps, run=result, session_info=info)
         return self._check_skipped(result)
 
@@ -503,6 +507,7 @@ class Evaluation:
             return []
         if self.steps.run is None:
             raise ZooinferError("call evaluate() before under_load(): accuracy mode is checked against it")
+        kwargs.setdefault("audits", self.config.audits)
         doc, figures = sections.under_load(self, names, latency_bound_ms=self.config.latency_bound_ms,
                                            quick=self.config.embedded, **kwargs)
         self.add_section("under_load", doc)
@@ -525,7 +530,13 @@ class Evaluation:
         sizes = batch_sizes_value(batch_sizes) if batch_sizes is not None else self.config.batch_sizes
         seconds = self.config.bench_min_time if min_time is None else seconds_value("min_time", min_time)
         wanted = list(backends) if backends is not None else list(dict.fromkeys([self.config.backend, "torch"]))
-        samples = self.parity_inputs(4)
+        # distinct real batches from the run's own samples; the run's backend's timed outputs are checked against
+        # the predictions the evaluation stored (bench.sweep_samples)
+        stored = self._store.get if self._store is not None and self.steps.run is not None else None
+        samples, expected = bench.sweep_samples(self.recipe, self.config.select(self._prepared("benchmark").dataset),
+                                                max(4, 2 * max(sizes)), stored)
+        if not len(samples):
+            samples = self.parity_inputs(4)
         rows: list[dict] = []
         for name in wanted:
             if registry.get(name).reads_stored_results:
@@ -533,7 +544,7 @@ class Evaluation:
             reuse = name == self.config.backend and self.session is not None
             sess = self.session if reuse else self.session_for(name)
             rows += bench.inference_sweep(sess, samples, sizes, min_time=seconds, min_iters=min_iters,
-                                          warmup=warmup)
+                                          warmup=warmup, expected=expected if name == self.config.backend else None)
         self.steps = replace(self.steps, benchmark=tuple(rows))
         return rows
 
@@ -556,8 +567,11 @@ class Evaluation:
         return bench.ratios(list(self.steps.benchmark), self.config.backend, self.config.bs, self.steps.run)
 
     def ascend_commands(self, soc_version: str | None = None) -> dict[str, str]:
-        """The atc and ais_bench command lines for this model at this batch size (Ascend users)."""
-        return export.ascend_commands(self.recipe, self.onnx_path, self.config.bs, soc_version)
+        """The atc and ais_bench command lines for this model at this batch size (Ascend users); after a precision
+        search (``tune``), also the atc line keeping its chosen layers in their original precision."""
+        commands = export.ascend_commands(self.recipe, self.onnx_path, self.config.bs, soc_version)
+        tuned = (dict(self.steps.sections).get("precision_search") or {}).get("ascend_atc")
+        return {**commands, "atc_mixed_precision": tuned} if tuned else commands
 
     # ------------------------------------------------------------------------------------------------ report
     def metrics_document(self) -> dict:

@@ -196,6 +196,21 @@ def milliseconds_value(name: str, value: Any) -> float:
     return number_value(name, value, ABOVE_ZERO, unit="ms")
 
 
+#: a precision budget: the largest relative drop of the metric a low-precision build may have, as a fraction
+BUDGET_RANGE = NumberRange(0, 1, high_open=True)
+
+
+def budget_value(name: str, value: Any) -> float:
+    """``value`` as a precision budget: the largest relative drop from the reference metric, a fraction in (0, 1)
+    (0.01: within 1% of the reference, the guides' rule), else a ZooinferError (5 or 100 for a percentage are
+    refused, saying to write 0.05)."""
+    try:
+        return number_value(name, value, BUDGET_RANGE)
+    except ZooinferError:
+        raise ZooinferError(f"parameter {name!r} must be a fraction in (0, 1), e.g. 0.01 for 'within 1% of the "
+                            f"reference metric', got {value!r}") from None
+
+
 def batch_sizes_value(value: Any) -> tuple[int, ...]:
     """``batch_sizes`` as a tuple of ints >= 1: a list/tuple, one int, or their text form as papermill hands it over
     (``-p batch_sizes "[1, 8]"`` arrives as the string "[1, 8]"; "1,8" and "8" are accepted too)."""
@@ -261,9 +276,27 @@ def scenario_name(name: str) -> str:
     return _SCENARIO_KEYS[key]
 
 
+#: MLPerf's compliance audits ``zooinfer.loadgen.audit`` runs through LoadGen's audit.config (the ``audits``
+#: parameter), and what each checks
+AUDITS = {"TEST01": "accuracy logged during a performance run matches the accuracy run",
+          "TEST04": "a repeated sample is not more than 10% faster (no caching)",
+          "TEST05": "other RNG seeds give a performance within 5%"}
+
+
+def audit_name(name: Any) -> str:
+    """The canonical audit name for ``name`` (case, ``_``, ``-`` and spaces ignored: "test01" -> "TEST01"), or a
+    ZooinferError listing the valid ones."""
+    key = re.sub(r"[\s_-]", "", str(name)).upper()
+    if key not in AUDITS:
+        raise ZooinferError(f"unknown LoadGen audit {name!r}; valid audits: {', '.join(AUDITS)} (parameter "
+                            "'audits', e.g. -p audits '[TEST01, TEST04, TEST05]')")
+    return key
+
+
 #: variant names (``bins:<folder>`` takes the folder after the colon); what each one runs: zooinfer.variants
 VARIANTS = ("onnxruntime", "torch", "torch-cuda", "ort-cuda", "ort-tensorrt", "tensorrt-fp16", "onnxruntime-fp16",
-            "onnxruntime-fp16-file", "ort-cuda-fp16", "onnxruntime-int8", "acl", "bins:<folder>")
+            "onnxruntime-fp16-file", "ort-cuda-fp16", "onnxruntime-int8", "onnxruntime-int8-s8s8", "openvino",
+            "openvino-bf16", "openvino-int8", "acl", "bins:<folder>")
 BINS_PREFIX = "bins:"
 
 

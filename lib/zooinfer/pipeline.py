@@ -73,6 +73,8 @@ class RunResult:
     intervals: dict | None = None
     #: where the run's predictions are stored (folder, chunks, samples; None: not stored)
     stored: dict | None = None
+    #: the metric's per-class breakdown (``metrics.per_class`` document; None: none)
+    per_class: dict | None = None
 
     @property
     def workers(self) -> list[dict]:

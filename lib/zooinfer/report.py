@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .recipes.base import Recipe
 
 PACKAGES = ("zooinfer", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless",
-            "opencv-python", "pillow", "pycocotools", "scipy", "papermill", "ray", "aclruntime", "ais_bench")
+            "opencv-python", "pillow", "pycocotools", "scipy", "papermill", "ray", "openvino", "nncf", "aclruntime",
+            "ais_bench")
 
 
 #: a run that skipped more than this share of its images says so in its first lines (metrics.json
@@ -120,6 +121,12 @@ def _cpu_name() -> str:
     return cpu_name()
 
 
+def _cpu_flags() -> tuple[str, ...]:
+    from .cpu import isa_flags
+
+    return isa_flags()
+
+
 def _git_revision() -> str | None:
     try:
         here = Path(__file__).resolve().parent
@@ -154,6 +161,7 @@ def environment() -> dict[str, Any]:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "python": sys.version.split()[0], "platform": platform.platform(), "cpu": _cpu_name(), "cpus": cpus,
+        "cpu_flags": list(_cpu_flags()),
         "gpus": _gpus(), "onnxruntime_providers": providers, "git_revision": _git_revision(),
         "packages": {p: v for p in PACKAGES if (v := _version(p))},
     }
@@ -332,6 +340,7 @@ def metrics_document(config: "RunConfig", recipe: "Recipe", steps: Any,
         "accuracy_vs_published": accuracy_rows(res.metrics, r.published, r.headline,
                                                getattr(res, "intervals", None)) if res else None,
         "intervals_95": getattr(res, "intervals", None) if res else None,
+        "per_class": getattr(res, "per_class", None) if res else None,
         "throughput": bench_rows,
         "best_batch_size": bench.best_batch([row for row in bench_rows if row["backend"] == config.backend]),
         "ratios": bench.ratios(bench_rows, config.backend, config.bs, res),

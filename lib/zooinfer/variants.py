@@ -11,8 +11,19 @@ A variant is named by a string (``open_variant("onnxruntime-int8", recipe, ...)`
                               (see :func:`fp16_simulation_onnx`): the closest this machine gets to an NPU fp16 run
 ``onnxruntime-fp16-file``     the same float16 file run as-is by ONNX Runtime CPU (see below why this is weaker)
 ``ort-cuda-fp16``             the float16 file on the CUDA provider (real fp16 kernels)
-``onnxruntime-int8``          ``onnxruntime.quantization`` static quantization (QDQ, per-channel int8 weights, int8
-                              activations, MinMax calibration on N dataset images through the real preprocessing)
+``onnxruntime-int8``          ``onnxruntime.quantization`` static quantization (QDQ, per-channel int8 weights, MinMax
+                              calibration on N dataset images through the real preprocessing, outside the evaluated
+                              ones where the dataset has more) with the types this CPU runs fast: on x86 uint8
+                              activations (reduce_range where the CPU lacks VNNI / AMX), elsewhere int8; the info
+                              counts the Conv / Gemm / MatMul ONNX Runtime runs as int8 and those left fp32
+                              (see :mod:`zooinfer.int8`)
+``onnxruntime-int8-s8s8``     the same with int8 activations (on x86 convolutions beside shared tensors and Adds
+                              stay fp32: slow; the form symmetric-int8 targets take)
+``openvino``                  OpenVINO CPU, f32 (explicit: not its bf16 default on bf16 CPUs)
+``openvino-bf16``             OpenVINO CPU, bf16 inference precision (skipped where the CPU has no bf16)
+``openvino-int8``             NNCF post-training INT8 (same calibration images and node names as
+                              ``onnxruntime-int8``; ``int8_options["nodes_to_exclude"]`` is its ignored scope) on
+                              OpenVINO CPU (see :mod:`zooinfer.openvino_variants`)
 ``acl``                       the OM file on an Ascend NPU (``om_path=``; needs aclruntime / ais_bench)
 ``bins:<folder>``             results computed elsewhere (an ais_bench output folder) read back as one more variant
 ============================  ==========================================================================================
@@ -34,11 +45,16 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
 from .errors import BackendError, ZooinferError
+# the INT8 build (types for this CPU, calibration outside the evaluated selection, what ONNX Runtime runs) lives in
+# zooinfer.int8; its names stay importable from here
+from .int8 import INT8_METHODS, Calibration, calibration_samples, int8_onnx  # noqa: F401
+from .int8 import VARIANT_SETTINGS as INT8_VARIANTS
+from .int8 import CalibrationReader as _CalibrationReader  # noqa: F401
 from .parameters import VARIANTS, check_result_folder
 from .parameters import parse_variant as parse_name
 from .recipes.base import Recipe
@@ -49,7 +65,8 @@ KNOWN = VARIANTS
 #: what each variant computes in, for tables and the localisation tolerance
 PRECISION = {"onnxruntime": "fp32", "torch": "fp32", "torch-cuda": "fp32", "ort-cuda": "fp32", "ort-tensorrt": "fp32",
              "tensorrt-fp16": "fp16", "onnxruntime-fp16": "fp16", "onnxruntime-fp16-file": "fp16",
-             "ort-cuda-fp16": "fp16", "onnxruntime-int8": "int8", "acl": "om", "bins": "om"}
+             "ort-cuda-fp16": "fp16", "onnxruntime-int8": "int8", "onnxruntime-int8-s8s8": "int8", "openvino": "fp32",
+             "openvino-bf16": "bf16", "openvino-int8": "int8", "acl": "om", "bins": "om"}
 
 INSTALL_HINT = 'pip install -e ".[variants]"  (onnxconverter-common, polygraphy; onnxruntime ships the quantizer)'
 
@@ -295,141 +312,6 @@ def _round_trip_graph(m16: Any) -> tuple[Any, dict]:
     return out, {"rounded_tensors": rounded, "tensors_of_unknown_type_not_rounded": unknown}
 
 
-# ------------------------------------------------------------------------------------------------ int8
-@dataclass(frozen=True)
-class Calibration:
-    """The images an INT8 model was calibrated on (``keys`` name them in the report) and what was clipped."""
-
-    keys: tuple[str, ...]
-    requested: int
-    note: str | None = None
-
-
-def calibration_samples(dataset: Any, count: int | None = 8, keys: Sequence[str] | None = None
-                        ) -> tuple[list[Any], Calibration]:
-    """The calibration images: ``keys`` when given (unknown keys raise), else ``count`` images spread evenly over
-    the dataset (first and last included; deterministic). A count larger than the dataset is clipped to it and
-    the note says so."""
-    samples = list(dataset)
-    if not samples:
-        raise ZooinferError("INT8 calibration needs at least one dataset image; the dataset is empty")
-    if keys is not None:
-        by_key = {s.key: s for s in samples}
-        missing = [k for k in keys if k not in by_key]
-        if missing:
-            raise ZooinferError(f"calibration keys not in the dataset: {', '.join(map(str, missing[:5]))}"
-                                + (" ..." if len(missing) > 5 else ""))
-        chosen = [by_key[k] for k in dict.fromkeys(keys)]
-        return chosen, Calibration(tuple(s.key for s in chosen), len(chosen))
-    n = int(count or 0)
-    if n < 1:
-        raise ZooinferError(f"INT8 calibration needs a count of at least 1 image, got {count!r}")
-    note = None
-    if n > len(samples):
-        note = (f"calibration count {n} is larger than the dataset ({len(samples)} images): clipped to "
-                f"{len(samples)}")
-        warnings.warn(note, stacklevel=3)
-        n = len(samples)
-    idx = sorted(set(np.linspace(0, len(samples) - 1, n).round().astype(int).tolist()))
-    chosen = [samples[i] for i in idx]
-    return chosen, Calibration(tuple(s.key for s in chosen), int(count), note)
-
-
-class _CalibrationReader:
-    """``onnxruntime.quantization.CalibrationDataReader``: every view of every calibration image, one at a time,
-    through the recipe's own preprocessing (unreadable images are skipped and listed)."""
-
-    def __init__(self, recipe: Recipe, samples: list[Any]):
-        self.recipe, self.samples = recipe, samples
-        self.failed: list[tuple[str, str]] = []
-        self._it = self._gen()
-
-    def _gen(self):
-        for s in self.samples:
-            try:
-                views, _ = self.recipe.preprocess(s.path)
-            except Exception as e:  # noqa: BLE001 - same rule as the pipeline: count, name, go on
-                self.failed.append((s.key, f"{type(e).__name__}: {e}"))
-                continue
-            for v in views:
-                yield {self.recipe.input_name: np.ascontiguousarray(v[None], dtype=np.float32)}
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self):
-        self._it = self._gen()
-
-
-INT8_METHODS = ("minmax", "entropy", "percentile")
-
-
-def int8_onnx(recipe: Recipe, onnx_path: str | os.PathLike, dataset: Any, *, calibration: int | None = 8,
-              keys: Sequence[str] | None = None, per_channel: bool = True, method: str = "minmax",
-              activation_type: str = "int8", weight_type: str = "int8",
-              nodes_to_exclude: Sequence[str] = ()) -> tuple[Path, dict]:
-    """ONNX Runtime static quantization of ``onnx_path`` (QDQ format, per-channel weights by default), calibrated on
-    ``calibration`` images of ``dataset`` (or the given ``keys``) through ``recipe.preprocess``; cached next to the
-    source, keyed by its md5, the calibration keys and the settings. Graphs below opset 13 are converted to 13 first
-    (per-channel DequantizeLinear needs its ``axis``). Returns (path, info) -- info names the calibration images
-    (``calibration_keys``) and says when the count was clipped (``calibration_note``). ``nodes_to_exclude``: node
-    names of the source graph kept in fp32 (ONNX Runtime's quantizer option; what a precision search chooses)."""
-    quant = _need("onnxruntime.quantization", "the INT8 variant")
-    import onnx
-    import onnxruntime
-
-    if method not in INT8_METHODS:
-        raise ZooinferError(f"unknown calibration method {method!r}; choose one of {', '.join(INT8_METHODS)}")
-    types = {"int8": quant.QuantType.QInt8, "uint8": quant.QuantType.QUInt8}
-    if activation_type not in types or weight_type not in types:
-        raise ZooinferError(f"activation/weight types must be one of {', '.join(types)}")
-    src = Path(onnx_path)
-    samples, cal = calibration_samples(dataset, calibration, keys)
-    settings = {"ort": onnxruntime.__version__, "format": "QDQ", "per_channel": bool(per_channel), "method": method,
-                "activations": activation_type, "weights": weight_type, "calibration_keys": list(cal.keys),
-                "nodes_to_exclude": sorted(nodes_to_exclude)}
-    out = _cache_path(src, "int8", settings)
-    info = {"source": str(src), **settings, "calibration_count": len(cal.keys),
-            "calibration_requested": cal.requested, "calibration_note": cal.note}
-    if out.is_file():
-        return out, {**_read_sidecar(out), **info, "cached": True}
-    model = onnx.load(str(src))
-    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    work = src
-    tmp13 = None
-    if opset < 13:
-        model = onnx.version_converter.convert_version(model, 13)
-        tmp13 = src.with_name(f".{src.stem}.opset13.{os.getpid()}.onnx")
-        onnx.save(model, str(tmp13))
-        work = tmp13
-        info["converted_opset"] = f"{opset} -> 13"
-    del model
-    reader = _CalibrationReader(recipe, samples)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
-    methods = {"minmax": quant.CalibrationMethod.MinMax, "entropy": quant.CalibrationMethod.Entropy,
-               "percentile": quant.CalibrationMethod.Percentile}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant.quantize_static(str(work), str(tmp), reader, quant_format=quant.QuantFormat.QDQ,
-                                  per_channel=per_channel, activation_type=types[activation_type],
-                                  weight_type=types[weight_type], calibrate_method=methods[method],
-                                  nodes_to_exclude=list(nodes_to_exclude))
-        if not reader.failed or len(reader.failed) < len(samples):
-            os.replace(tmp, out)
-    finally:
-        for p in (tmp, tmp13):
-            if p is not None and p.exists():
-                p.unlink()
-    if reader.failed:
-        info["calibration_failed"] = reader.failed
-        if len(reader.failed) == len(samples):
-            raise ZooinferError(f"INT8 calibration: every calibration image failed to preprocess: {reader.failed[0]}")
-        info["calibration_keys_used"] = [k for k in cal.keys if k not in dict(reader.failed)]
-    _write_sidecar(out, info)
-    return out, {**info, "cached": False}
-
-
 # ------------------------------------------------------------------------------------------------ opening
 class Sources:
     """What variants are built from, resolved once and only when a variant needs it: the torch model (built with
@@ -473,13 +355,14 @@ def output_shapes(recipe: Recipe, onnx_path: str | os.PathLike, sample: Any) -> 
 def open_variant(name: str, recipe: Recipe, *, sources: Sources | None = None, onnx_path: str | os.PathLike | None = None,
                  model: Any = None, dataset: Any = None, calibration: int | None = 8,
                  calibration_keys: Sequence[str] | None = None, int8_options: dict | None = None,
-                 threads: int | None = None, device_id: int = 0, om_path: str | os.PathLike | None = None
-                 ) -> Variant | Skipped:
+                 threads: int | None = None, device_id: int = 0, om_path: str | os.PathLike | None = None,
+                 evaluated: Collection[str] | None = None) -> Variant | Skipped:
     """Open variant ``name`` of ``recipe`` (see the module docstring for the names).
 
     ``onnx_path`` / ``model`` (or a shared ``sources``) are what it is built from; ``dataset`` is needed by
-    ``onnxruntime-int8`` (calibration: ``calibration`` images spread over it, or ``calibration_keys``; more images
-    than the dataset has are clipped, with a note) and by ``bins:<folder>`` (its first sample sizes the outputs).
+    the INT8 variants (calibration: ``calibration`` images spread over its images outside ``evaluated``, the keys
+    the run evaluates, where it has more, or ``calibration_keys``; more images than there are to choose from are
+    clipped, with a note) and by ``bins:<folder>`` (its first sample sizes the outputs).
     A missing runtime (CUDA / TensorRT provider, aclruntime, OM file, result folder) gives ``Skipped(name, reason)``;
     an unknown name or a missing conversion library raises ZooinferError."""
     kind, arg = parse_name(name)
@@ -514,13 +397,20 @@ def open_variant(name: str, recipe: Recipe, *, sources: Sources | None = None, o
             path = fp16_onnx(src.onnx_path)
             sess = open_session("ort-cuda", onnx_path=path, device_id=device_id)
             return Variant(name, "ort-cuda", "fp16", sess, path, {**_read_sidecar(path), "how": "CUDA fp16 kernels"})
-        if kind == "onnxruntime-int8":
+        if kind in INT8_VARIANTS:
             if dataset is None:
-                raise ZooinferError("variant 'onnxruntime-int8' needs dataset= (the calibration images)")
+                raise ZooinferError(f"variant {kind!r} needs dataset= (the calibration images)")
             path, info = int8_onnx(recipe, src.onnx_path, dataset, calibration=calibration, keys=calibration_keys,
-                                   **(int8_options or {}))
-            sess = open_session("onnxruntime", onnx_path=path, threads=threads)
+                                   evaluated=evaluated, **{**(int8_options or {}), **INT8_VARIANTS[kind]})
+            sess = open_session("onnxruntime", onnx_path=path, threads=threads,
+                                disabled_optimizers=tuple(info.get("ort_disabled_optimizers", ())))
             return Variant(name, "onnxruntime", "int8", sess, path, info)
+        if kind.startswith("openvino"):  # openvino, openvino-bf16, openvino-int8: zooinfer.openvino_variants
+            from .openvino_variants import open_openvino_variant
+
+            return open_openvino_variant(kind, recipe, src.onnx_path, dataset=dataset, calibration=calibration,
+                                         calibration_keys=calibration_keys, evaluated=evaluated, threads=threads,
+                                         ignored_scope=(int8_options or {}).get("nodes_to_exclude", ()))
         if kind == "acl":
             if om_path is None:
                 return Skipped(name, "variant 'acl' needs om_path= (the .om file atc produced)")

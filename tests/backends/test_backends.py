@@ -127,12 +127,13 @@ def test_replay_and_per_sample_slicing_of_row_blocked_outputs():
 def test_every_backend_declares_what_it_needs_and_where_it_runs():
     from zooinfer.backends import BACKENDS, registry
 
-    assert BACKENDS == ("onnxruntime", "ort-cuda", "ort-tensorrt", "torch", "torch-cuda", "acl", "bins", "null")
+    assert BACKENDS == ("onnxruntime", "ort-cuda", "ort-tensorrt", "torch", "torch-cuda", "openvino", "acl", "bins",
+                        "null")
     declared = {name: (registry.get(name).needs, registry.get(name).resource) for name in BACKENDS}
     assert declared == {
         "onnxruntime": (("onnx_path",), "cpu"), "ort-cuda": (("onnx_path",), "gpu"),
         "ort-tensorrt": (("onnx_path",), "gpu"), "torch": (("model",), "cpu"), "torch-cuda": (("model",), "gpu"),
-        "acl": (("om_path",), "npu"), "bins": (("results_dir", "output_layout"), "cpu"),
+        "openvino": (("onnx_path",), "cpu"), "acl": (("om_path",), "npu"), "bins": (("results_dir", "output_layout"), "cpu"),
         "null": (("model",), "cpu")}
     assert [n for n in BACKENDS if registry.get(n).reads_stored_results] == ["bins"]
 

@@ -210,3 +210,18 @@ def test_tables_put_the_best_figure_next_to_the_guides_t4_and_310p(acc):
     assert "- dpn131: skipped ort-tensorrt-fp32: budget (3 s left for dpn131)" in md
     empty = acc.markdown_tables({"models": {}})
     assert empty.count("_(nothing measured)_") == 3
+
+
+def test_openvino_gpu_status_says_why_none(acc, monkeypatch):
+    pytest.importorskip("openvino")
+    st = acc.openvino_status()
+    if not st["gpus"]:  # an NVIDIA or CPU-only machine: OpenVINO's GPU plugin drives Intel GPUs only
+        assert "no GPU" in st["why"] and "CPU" in st["devices"]
+        assert "skipped: OpenVINO sees" in acc.describe_openvino(st)
+    assert acc.openvino_status(simulate=True)["gpus"] == ["CPU"]
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    st = acc.openvino_status()
+    assert st["gpus"] == [] and 'pip install -e ".[openvino]"' in st["why"]

@@ -21,8 +21,9 @@ TOOL = ROOT / "tools" / "make_notebook.py"
 #: the parameters cell's names in order, before the model's options are inserted after ``limit``
 COMMON = ["model", "weights", "data_root", "backend", "bs", "limit", "subset", "seed", "resume", "static_batch",
           "precision", "batch_sizes", "bench_min_time", "profile_ops", "prep_threads", "prep_processes", "processes", "ray_address", "threads", "device_id",
-          "om_path", "results_dir", "output_root", "run_dir", "progress", "compare", "calibration", "scenarios",
-          "latency_bound_ms"]
+          "om_path", "results_dir", "output_root", "run_dir", "progress", "compare", "calibration", "tune", "budget",
+          "rank_subset", "scenarios",
+          "latency_bound_ms", "audits", "repeats"]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,8 @@ def test_every_notebook_has_the_same_sections(generated):
         assert shape == first
         headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"][1:]
         assert headings[:4] == ["## Set-up", "## Checkpoint and dataset", "## ONNX export", "## Accuracy"]
-        assert headings[5:] == ["## Speed", "## Backends and precision", "## Under load", "## Ascend", "## Report"]
+        assert headings[5:] == ["## Repeatability", "## Speed", "## Backends and precision", "## Under load",
+                                "## Ascend", "## Report"]
 
 
 def test_parameters_cell(generated):

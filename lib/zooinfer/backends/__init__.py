@@ -16,12 +16,15 @@ __all__ = ["BACKENDS", "Artefacts", "Backend", "OutputLayout", "Session", "Sessi
 
 def open_session(backend: str, *, onnx_path: str | os.PathLike | None = None, model=None,
                  om_path: str | os.PathLike | None = None, threads: int | None = None, fp16: bool = False,
-                 device_id: int = 0, input_shape: tuple[int | None, ...] | None = None) -> Session:
+                 device_id: int = 0, input_shape: tuple[int | None, ...] | None = None,
+                 disabled_optimizers: tuple[str, ...] = ()) -> Session:
     """Open a session of ``backend`` (one of :data:`BACKENDS`; ``bins`` needs a results folder and output layout:
     open it with ``get("bins").open(Artefacts(...))``).
 
-    ``onnx_path`` for the ONNX Runtime backends, ``model`` (an nn.Module) for torch, ``om_path`` for acl.
+    ``onnx_path`` for the ONNX Runtime backends, ``model`` (an nn.Module) for torch, ``om_path`` for acl;
+    ``disabled_optimizers``: ONNX Runtime graph transformers not to run (see :class:`SessionOptions`).
     """
     artefacts = Artefacts(onnx_path=onnx_path, model=model, om_path=om_path)
-    options = SessionOptions(threads=threads, fp16=fp16, device_id=device_id, input_shape=input_shape)
+    options = SessionOptions(threads=threads, fp16=fp16, device_id=device_id, input_shape=input_shape,
+                             disabled_optimizers=tuple(disabled_optimizers))
     return get(backend).open(artefacts, options)

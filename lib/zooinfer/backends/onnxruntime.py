@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -40,14 +41,27 @@ def _machine_tag(ort_version: str) -> str:
     return hashlib.md5(f"{ort_version}|{cpu}".encode()).hexdigest()[:8]
 
 
+def optimized_cache_path(model_path: str | os.PathLike, disabled_optimizers: Sequence[str] = ()) -> Path:
+    """Where the CPU session caches ``model_path``'s fully optimised graph (``<model>.ort-opt-<machine>.onnx``, one
+    more tag when graph transformers are disabled): the graph ONNX Runtime really runs here (what
+    :func:`zooinfer.int8.kernel_counts` reads)."""
+    import onnxruntime as ort
+
+    tag = _machine_tag(ort.__version__ + ("|no:" + ",".join(sorted(disabled_optimizers)) if disabled_optimizers
+                                          else ""))
+    return Path(model_path).with_suffix(f".ort-opt-{tag}.onnx")
+
+
 class OrtSession:
     """``run(batch) -> list of outputs`` over an ONNX file."""
 
     def __init__(self, model_path: str | os.PathLike, backend: str = "onnxruntime", *, threads: int | None = None,
                  fp16: bool = False, device_id: int = 0, cache_optimized: bool | str = True, profile: bool = False,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, disabled_optimizers: Sequence[str] = ()):
         """``cache_optimized`` (CPU only): True reads a fresh cached optimised graph or writes one; "read" reads a
-        fresh one but never writes (tasks starting together would race on the file); False neither."""
+        fresh one but never writes (tasks starting together would race on the file); False neither.
+        ``disabled_optimizers``: ONNX Runtime graph transformers not to run (e.g. ``WeightBiasQuantization``, which
+        would quantise the weights of nodes an INT8 build keeps in fp32)."""
         import onnxruntime as ort
 
         if backend not in PROVIDERS:
@@ -71,7 +85,7 @@ class OrtSession:
         if profile:
             so.enable_profiling = True
         model = self.model_path
-        opt = model.with_suffix(f".ort-opt-{_machine_tag(ort.__version__)}.onnx")
+        opt = optimized_cache_path(model, disabled_optimizers)
         if backend == "onnxruntime" and cache_optimized:
             if opt.is_file() and opt.stat().st_mtime >= model.stat().st_mtime:
                 model = opt
@@ -91,7 +105,8 @@ class OrtSession:
                 providers.append((p, {"device_id": device_id}))
             else:
                 providers.append(p)
-        self.sess = ort.InferenceSession(str(model), so, providers=providers)
+        extra = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+        self.sess = ort.InferenceSession(str(model), so, providers=providers, **extra)
         self.name = backend
         self.device = "cpu" if backend == "onnxruntime" else f"cuda:{device_id}"
         self.providers = self.sess.get_providers()

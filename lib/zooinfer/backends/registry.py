@@ -10,7 +10,7 @@ Needs are artefact names (fields of :class:`Artefacts`):
 
 Everything that opens sessions (``Evaluation``, the Ray tasks in ``distributed``, ``bench``/``benchmarks/run.py``)
 asks this registry; nothing else decides by a backend's name what it needs or where it runs. Optional runtimes
-(onnxruntime GPU providers, torch CUDA, aclruntime) are imported only when such a backend is opened.
+(onnxruntime GPU providers, torch CUDA, OpenVINO, aclruntime) are imported only when such a backend is opened.
 """
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ class SessionOptions:
     """How to open a session: inference ``threads`` (None: the backend's default), ``fp16`` (TensorRT), the GPU/NPU
     ``device_id``; ``input_shape`` the torch session reports (None: all dynamic); ``optimized_cache`` for ONNX Runtime
     on CPU: "write" (read a fresh cached optimised graph, else write one), "read" (read a fresh one, never write:
-    concurrent Ray tasks would race on the file), "off"; ``profile`` turns ONNX Runtime's per-node profiler on."""
+    concurrent Ray tasks would race on the file), "off"; ``profile`` turns ONNX Runtime's per-node profiler on;
+    ``disabled_optimizers``: ONNX Runtime graph transformers not to run (an INT8 build with nodes kept in fp32 needs
+    ``WeightBiasQuantization`` off: see zooinfer.int8)."""
 
     threads: int | None = None
     fp16: bool = False
@@ -74,6 +76,7 @@ class SessionOptions:
     input_shape: tuple[int | None, ...] | None = None
     optimized_cache: str = "write"
     profile: bool = False
+    disabled_optimizers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.optimized_cache not in OPTIMIZED_CACHE:
@@ -142,7 +145,7 @@ def _ort(backend: str) -> Callable[[Artefacts, SessionOptions], Any]:
 
         cache: bool | str = {"write": True, "read": "read", "off": False}[o.optimized_cache]
         return OrtSession(a.onnx_path, backend, threads=o.threads, fp16=o.fp16, device_id=o.device_id,
-                          cache_optimized=cache, profile=o.profile)
+                          cache_optimized=cache, profile=o.profile, disabled_optimizers=o.disabled_optimizers)
 
     return open_ort
 
@@ -204,6 +207,18 @@ def _bins(a: Artefacts, o: SessionOptions):
     return OutputReader(a.results_dir, list(a.output_layout.shapes), views=a.output_layout.views)
 
 
+def _openvino(a: Artefacts, o: SessionOptions):
+    from .openvino import OpenVinoSession
+
+    return OpenVinoSession(a.onnx_path, precision="fp32", threads=o.threads)
+
+
+def _openvino_probe() -> str | None:
+    from .openvino import unavailable
+
+    return unavailable()
+
+
 def _null(a: Artefacts, o: SessionOptions):
     from .null import NullSession
 
@@ -218,6 +233,9 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
             "ONNX Runtime, TensorRT execution provider (precision fp16 possible)", _ort_provider("ort-tensorrt")),
     Backend("torch", ("model",), "cpu", _torch(False), "PyTorch eager on the CPU (the parity reference)"),
     Backend("torch-cuda", ("model",), "gpu", _torch(True), "PyTorch eager on a CUDA GPU", _torch_cuda_probe),
+    Backend("openvino", ("onnx_path",), "cpu", _openvino,
+            "OpenVINO on the CPU, f32 (set explicitly: not the CPU plugin's bf16 default on bf16 CPUs)",
+            _openvino_probe),
     Backend("acl", ("om_path",), "npu", _acl, "an Ascend .om file through ais_bench/aclruntime", _acl_probe),
     Backend("bins", ("results_dir", "output_layout"), "cpu", _bins,
             "result files an external tool (ais_bench, benchmark) wrote, scored without inference"),

@@ -102,8 +102,9 @@ class Harness:
     def run(self, scenario: str, *, mode: str = "PerformanceOnly", target_qps: float | None = None,
             latency_bound_ms: float | None = None, expected_qps: float | None = None,
             expected_latency_ms: float | None = None, min_query_count: int | None = None,
-            subdir: str | None = None) -> ScenarioResult:
-        """One LoadGen test (its own log folder under ``log_dir``); returns its parsed result."""
+            subdir: str | None = None, test_settings: dict | None = None) -> ScenarioResult:
+        """One LoadGen test (its own log folder under ``log_dir``); returns its parsed result. ``test_settings``:
+        other LoadGen ``TestSettings`` attributes to set (e.g. an audit's ``test05_*`` seeds)."""
         lg, s = self.lg, self.settings
         scenario = scenario_name(scenario)
         ts = lg.TestSettings()
@@ -123,6 +124,8 @@ class Harness:
             ts.offline_expected_qps = float(expected_qps or 1.0)
         else:
             ts.single_stream_expected_latency_ns = max(1, int((expected_latency_ms or 1.0) * 1e6))
+        for key, value in (test_settings or {}).items():
+            setattr(ts, key, value)
         self.runs += 1
         out = self.log_dir / (subdir or (scenario if mode == "PerformanceOnly" else f"{scenario}-accuracy"))
         if out.exists():

@@ -39,6 +39,8 @@ class LoadGenRun:
     wall_s: float = 0.0
     #: scenario (or "accuracy") -> why it did not complete (LoadGen refused it, the session failed); the others ran
     failures: dict[str, str] = field(default_factory=dict)
+    #: MLPerf's compliance audits (``audit.run_audits``): {TEST01: {"result": PASS / FAIL, "rows": ...}, ...}
+    audits: dict[str, dict] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[dict]:
@@ -72,7 +74,7 @@ class LoadGenRun:
                "device": self.device, "bs": self.bs, "settings": asdict(self.settings),
                "calibration": self.calibration, "log_dir": self.log_dir, "wall_s": self.wall_s,
                "scenarios": {k: v.as_dict() for k, v in self.results.items()},
-               "failures": dict(self.failures),
+               "failures": dict(self.failures), "audits": self.audits,
                "server_search": None if self.server is None else self.server.as_dict(),
                "accuracy_mode": None if self.accuracy is None else {
                    **self.accuracy.as_dict(), "reference_metrics": self.reference_metrics,
@@ -98,6 +100,10 @@ class LoadGenRun:
             self.server.drop_log_paths()
         if self.accuracy is not None:
             self.accuracy.result.log_dir = None
+        for doc in self.audits.values():
+            doc["log_dir"] = None
+            for row in doc.get("rows", []):
+                row["log_dir"] = None
 
 
 def _relative_log_dirs(doc: Any, base: Path) -> Any:
@@ -130,7 +136,7 @@ def run_scenarios(recipe, dataset, session, *, bs: int = 1, settings: LoadSettin
                   scenarios: Sequence[str] = SCENARIOS, log_dir: str | os.PathLike | None = None,
                   accuracy: bool = False, accuracy_scenario: str = "Offline",
                   reference_metrics: dict[str, float] | None = None, workers: int | None = None,
-                  progress: bool = False) -> LoadGenRun:
+                  progress: bool = False, audits: Sequence[str] = ()) -> LoadGenRun:
     """Run ``scenarios`` (any of SingleStream, Offline, Server; run in that order) through LoadGen on ``session``
     over ``dataset`` at batch size ``bs`` (rows; views count), plus LoadGen's accuracy mode when ``accuracy``.
 
@@ -143,8 +149,16 @@ def run_scenarios(recipe, dataset, session, *, bs: int = 1, settings: LoadSettin
     A scenario that fails (LoadGen refuses its settings, the session fails during it) does not end the others: it
     is recorded in ``LoadGenRun.failures`` with the reason (a FAILED row in ``rows``). Bad arguments, and what stops
     every scenario (no LoadGen, a static batch size ``bs`` does not fit), raise ZooinferError before any run.
+
+    ``audits``: MLPerf's compliance audits (TEST01, TEST04, TEST05; :mod:`.audit`) rerun every scenario that
+    completed, after the scenarios and accuracy mode: PASS / FAIL per audit in ``LoadGenRun.audits``.
     """
+    from .audit import audit_name, run_audits
+
     names = [scenario_name(s) for s in scenarios]
+    tests = [audit_name(a) for a in audits]
+    if tests and not names:
+        raise ZooinferError("the audits rerun the LoadGen scenarios: give scenarios too (e.g. Offline)")
     if not names and not accuracy:
         raise ZooinferError(f"no scenario given; valid scenarios: {', '.join(SCENARIOS)}")
     ordered = [s for s in SCENARIOS if s in names]
@@ -155,6 +169,8 @@ def run_scenarios(recipe, dataset, session, *, bs: int = 1, settings: LoadSettin
     results: dict[str, ScenarioResult] = {}
     search = acc = None
     failures: dict[str, str] = {}
+    audited: dict[str, dict] = {}
+    accuracy_predictions = None
     try:
         for name in ordered:
             h._say(f"LoadGen {name} ({recipe.name}, {getattr(session, 'name', '?')}, bs {bs})")
@@ -174,14 +190,20 @@ def run_scenarios(recipe, dataset, session, *, bs: int = 1, settings: LoadSettin
             h._say(f"LoadGen accuracy mode ({accuracy_scenario})")
             try:
                 acc = _accuracy(h, accuracy_scenario)
+                accuracy_predictions = dict(h.sut.predictions)
             except Exception as e:  # noqa: BLE001 - as a scenario
                 failures["accuracy"] = _failure_reason(e)
                 h._say(f"  accuracy mode: FAILED ({failures['accuracy']})")
+        if tests:
+            try:
+                audited = run_audits(h, results, tests, accuracy_predictions)
+            except Exception as e:  # noqa: BLE001 - as a scenario
+                failures["audits"] = _failure_reason(e)
     finally:
         h.close()
     run = LoadGenRun(recipe.name, getattr(session, "name", "?"), getattr(session, "device", None), int(bs), s,
                      results, search, acc, str(h.log_dir), h.calibration, reference_metrics,
-                     time.perf_counter() - t0, failures)
+                     time.perf_counter() - t0, failures, audited)
     if not h.keeps_logs:
         run.drop_log_paths()
     return run

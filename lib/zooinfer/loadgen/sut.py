@@ -109,6 +109,9 @@ class BatchingSUT:
         self.lg, self.recipe, self.store, self.session = lg, recipe, store, session
         self.bs, self.pad_to, self.postprocess = int(bs), fixed, postprocess
         self.record = False
+        #: performance mode with a response payload (the TEST01 audit): prediction -> the bytes each response
+        #: carries, so LoadGen's accuracy log holds what was answered (None: empty responses)
+        self.encode: Any = None
         self.predictions: dict[int, Any] = {}
         self.skipped: dict[int, str] = {}
         self.batches: list[int] = []  # rows per batch run (for tests and the batching statistics)
@@ -189,7 +192,7 @@ class BatchingSUT:
                     del self._pending[qid]
                     done.append((qid, index, None if outs is None else entry[1]))
         if done:
-            if self.postprocess or self.record:
+            if self.postprocess or self.record or self.encode is not None:
                 self._post.submit(self._finish, done)
             else:
                 self._complete(done)
@@ -197,17 +200,22 @@ class BatchingSUT:
     def _finish(self, done: list) -> None:
         answered = []
         for qid, index, per_view in done:
+            payload = None
             if per_view is not None and self.error is None:
                 try:
                     item = self.store.get(index)
                     pred = self.recipe.postprocess(per_view[0] if len(per_view) == 1 else per_view, item.meta)
-                    if self.record:
+                    if self.record or self.encode is not None:
                         compact = getattr(self.recipe, "compact", None)
-                        self.predictions[index] = compact(pred) if compact else pred
+                        pred = compact(pred) if compact else pred
+                    if self.record:
+                        self.predictions[index] = pred
+                    elif self.encode is not None:
+                        payload = self.encode(pred)
                 except BaseException as e:  # noqa: BLE001 - answered anyway, raised after the run
                     if self.error is None:
                         self.error = e
-            answered.append((qid, index, None))
+            answered.append((qid, index, payload))
         self._complete(answered)
 
     def _complete(self, done: list) -> None:
@@ -220,6 +228,14 @@ class BatchingSUT:
                          for k, (qid, _, _) in enumerate(done)]
             lg.QuerySamplesComplete(responses)
             del payload
+        elif any(isinstance(data, bytes) for _, _, data in done):
+            # each response carries its bytes (LoadGen copies the ones it logs before QuerySamplesComplete returns)
+            buffers = [np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) and data else None
+                       for _, _, data in done]
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(qid, 0, 0) if buf is None else
+                                     lg.QuerySampleResponse(qid, int(buf.ctypes.data), buf.nbytes)
+                                     for (qid, _, _), buf in zip(done, buffers)])
+            del buffers
         else:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(qid, 0, 0) for qid, _, _ in done])
 

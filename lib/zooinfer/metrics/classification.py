@@ -70,6 +70,7 @@ class TopKAccumulator:
 
     def __init__(self) -> None:
         self._ranks: list[int] = []
+        self._labels: list[int] = []
         self.keys: list[str] = []
 
     def update(self, sample, logits: np.ndarray | TopKScores) -> None:
@@ -82,6 +83,7 @@ class TopKAccumulator:
             self._ranks.append(int(hit[0]) if hit.size else MAX_K)
         else:
             self._ranks.append(int(ranks_of_labels(np.asarray(logits)[None], np.array([sample.target]))[0]))
+        self._labels.append(int(sample.target))
         self.keys.append(sample.key)
 
     def compute(self) -> dict[str, float]:
@@ -99,6 +101,31 @@ class TopKAccumulator:
         ranks = self.ranks
         return {f"top{k}": wilson(int(np.count_nonzero(ranks < k)), len(ranks), level) if len(ranks) else None
                 for k in range(1, MAX_K + 1)}
+
+    def weighted_figures(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """top1 .. top5 (fractions) with the samples weighted: ``weights`` (R, N) over the samples in arrival order
+        (e.g. :func:`~zooinfer.metrics.intervals.bootstrap_weights`), one row per resample; (R,) arrays, NaN where a
+        row weights no sample. All-ones weights give compute()'s rates."""
+        from .intervals import weighted_ratio
+
+        ranks = self.ranks
+        w = np.asarray(weights)
+        if w.ndim != 2 or w.shape[1] != len(ranks):
+            raise MetricInputError(f"top-k weights must be (R, {len(ranks)}), got {w.shape}")
+        return {f"top{k}": weighted_ratio(w, ranks < k, np.ones(len(ranks))) for k in range(1, MAX_K + 1)}
+
+    def per_class(self) -> dict:
+        """Top-1 (and top-5) per ground-truth class (0-based index, named ``class <i>``), in class order; ``n``
+        images of that class (:mod:`~zooinfer.metrics.per_class`; a report shows the 20 worst)."""
+        from .per_class import breakdown
+
+        ranks, labels = self.ranks, np.array(self._labels, dtype=np.int64)
+        rows = []
+        for c in np.unique(labels):
+            r = ranks[labels == c]
+            rows.append({"name": f"class {int(c)}", "top1": float(np.mean(r < 1)), "top5": float(np.mean(r < 5)),
+                         "n": int(len(r))})
+        return breakdown("class", ("top1", "top5"), rows)
 
     @property
     def ranks(self) -> np.ndarray:

@@ -294,6 +294,7 @@ class _PerImage:
     def __init__(self, ev: Any) -> None:
         p = ev.params
         self.img_ids = list(p.imgIds)
+        self.cat_ids = [int(c) for c in p.catIds]
         self.iou_thrs = np.asarray(p.iouThrs, dtype=np.float64)
         self.rec_thrs = np.asarray(p.recThrs, dtype=np.float64)
         self.max_dets = list(p.maxDets)
@@ -447,6 +448,30 @@ def _weighted_stats(pi: _PerImage, weights: np.ndarray, keep_arrays: bool = Fals
     return out
 
 
+def per_category_ap(precision: np.ndarray, cat_ids: Sequence[int], gt: Any, img_ids: Iterable[int]) -> dict:
+    """AP per category (fractions) as pycocotools' ``summarize`` computes AP, one category at a time: the mean of
+    ``precision[:, :, k]`` over its defined entries (> -1), where ``precision`` is (T, R, K) at area "all" and
+    maxDets 100 (``COCOeval.eval['precision'][:, :, :, 0, -1]``); None where every entry is -1 (no ground truth of
+    that category in the evaluated images). Rows in ``cat_ids`` order, named by the ground truth's ``categories``,
+    with ``n`` the category's non-crowd objects in ``img_ids`` (:mod:`~zooinfer.metrics.per_class` document)."""
+    from collections import Counter
+
+    from .per_class import breakdown
+
+    p = np.asarray(precision, dtype=np.float64)
+    ids = {int(i) for i in img_ids}
+    objects = Counter(int(a["category_id"]) for a in gt.anns.values()
+                      if int(a["image_id"]) in ids and not a.get("iscrowd", 0))
+    rows = []
+    for k, cat in enumerate(cat_ids):
+        s = p[:, :, k]
+        defined = s[s > -1]
+        name = gt.cats.get(int(cat), {}).get("name", str(cat))
+        rows.append({"name": name, "category_id": int(cat), "AP": float(np.mean(defined)) if defined.size else None,
+                     "n": objects.get(int(cat), 0)})
+    return breakdown("category", ("AP",), rows)
+
+
 def result_rows(results: Any) -> np.ndarray:
     """COCO result dicts (``image_id``, ``category_id``, ``bbox`` [x, y, w, h], ``score``) -> float64 rows
     ``[image_id, x, y, w, h, score, category_id]``, (N, 7): exact for Python floats; what a detection recipe stores
@@ -576,6 +601,23 @@ class CocoAccumulator:
         result when already at hand. All-ones weights give compute()'s figures (pycocotools evaluator)."""
         pi = self.per_image() if per_image is None else per_image
         return _weighted_stats(pi, np.asarray(weights))
+
+    def per_class(self, per_image: _PerImage | None = None) -> dict:
+        """AP per category (:func:`per_category_ap`: pycocotools' AP of each of the categories, e.g. the 80 of COCO,
+        None where a category has no ground truth in the evaluated images). From the evaluator's own precision
+        array after compute() (pycocotools or faster-coco-eval); given ``per_image`` (or before compute()), from the
+        all-ones weighted accumulate of :meth:`per_image` (the same precision up to summation order, ~1e-16)."""
+        ids = self._evaluated_ids()[2]
+        if per_image is None and self.eval is not None and "precision" in self.eval:
+            params = self.eval["params"]
+            area = list(params.areaRngLbl).index("all")
+            m100 = list(params.maxDets).index(100)
+            precision = np.asarray(self.eval["precision"])[:, :, :, area, m100]
+            return per_category_ap(precision, list(params.catIds), self.gt, ids)
+        pi = self.per_image() if per_image is None else per_image
+        arrays = _weighted_stats(pi, np.ones((1, len(pi.img_ids))), keep_arrays=True)
+        precision = arrays["precision"][0][:, :, :, pi.area_labels.index("all")]  # (T, R, K) at maxDets 100
+        return per_category_ap(precision, pi.cat_ids, self.gt, pi.img_ids)
 
     def intervals(self, level: float = 0.95, resamples: int = 200,
                   seed: int = 0) -> dict[str, tuple[float, float] | None]:

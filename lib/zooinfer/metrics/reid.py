@@ -465,6 +465,19 @@ class ReidAccumulator:
         out["mAP"] = weighted_ratio(weights, np.where(valid, ap, 0.0), valid)
         return out
 
+    def per_class(self) -> dict:
+        """Rank-1 (``top1``) and mAP per query camera (fractions over that camera's valid queries; None where it has
+        none), in camera order, ``n`` its queries: each camera's queries alone through :meth:`weighted_figures` (a
+        0/1 weight per query) against the whole gallery (:mod:`~zooinfer.metrics.per_class` document)."""
+        from .per_class import breakdown, group_weights
+
+        cameras, weights = group_weights([int(c) for c in self.q_camids])
+        figs = self.weighted_figures(weights) if cameras else {"top1": np.zeros(0), "mAP": np.zeros(0)}
+        rows = [{"name": f"camera {c}", "camera": c,
+                 **{f: (None if np.isnan(figs[f][i]) else float(figs[f][i])) for f in ("top1", "mAP")},
+                 "n": int(weights[i].sum())} for i, c in enumerate(cameras)]
+        return breakdown("camera", ("top1", "mAP"), rows)
+
     def intervals(self, level: float = 0.95, resamples: int = 200,
                   seed: int = 0) -> dict[str, tuple[float, float] | None]:
         """Percentile-bootstrap ``level`` intervals (fractions) of top1 / top5 / top10 / mAP: the queries are

@@ -669,6 +669,20 @@ class WiderFaceAccumulator:
             parts = _setting_parts(preds, gt, self.iou_thresh)
         return _weighted_aps(parts, weights, THRESH_NUM)
 
+    def per_class(self) -> dict:
+        """easy / medium / hard AP per event (fractions; None where the event has no face of that setting), in
+        event order, ``n`` its evaluated images: each event's images alone through :meth:`weighted_figures` (a 0/1
+        weight per image), so the score normalisation and the matching are those of the whole evaluation
+        (:mod:`~zooinfer.metrics.per_class` document)."""
+        from .per_class import breakdown, group_weights
+
+        _, gt = self._evaluated()
+        events, weights = group_weights([ev for ev, _ in gt.images])
+        aps = self.weighted_figures(weights) if events else {s: np.zeros(0) for s in SETTINGS}
+        rows = [{"name": ev, **{s: (None if np.isnan(aps[s][i]) else float(aps[s][i])) for s in SETTINGS},
+                 "n": int(weights[i].sum())} for i, ev in enumerate(events)]
+        return breakdown("event", SETTINGS, rows)
+
     def intervals(self, level: float = 0.95, resamples: int = 200,
                   seed: int = 0) -> dict[str, tuple[float, float] | None]:
         """Percentile-bootstrap ``level`` intervals (fractions) of the easy / medium / hard APs: the evaluated

@@ -38,8 +38,26 @@ def show_results(ev: Any, result: Any) -> list:
     if task not in TASK_MODULES:
         raise ValueError(f"no results view for task {task!r} (known: {', '.join(TASK_MODULES)})")
     figures = importlib.import_module(f"{__name__}.{TASK_MODULES[task]}").show_results(ev, result)
+    show_per_class(getattr(result, "per_class", None))
     spec = ev.recipe.notebook
     if spec is not None and spec.more_results is not None:
         for title, rows in spec.more_results(ev, result):
             report.show(rows, title)
     return figures
+
+
+def show_per_class(doc: dict | None, n: int | None = None) -> list[dict]:
+    """Show the worst ``n`` rows (default :data:`~zooinfer.metrics.per_class.SHOWN`, 20) of a per-class breakdown
+    (metrics.json ``per_class``: COCO per category, ImageNet per class, WIDER FACE per event, Market-1501 per
+    camera), in percent, lowest first; returns them."""
+    from .. import report
+    from ..metrics.per_class import SHOWN, worst
+
+    if not doc or not doc.get("rows"):
+        return []
+    rows = worst(doc, n or SHOWN)
+    shown = [{"name": r["name"], **{f"{f}_%": (None if r.get(f) is None else round(100 * r[f], 2))
+                                    for f in doc["figures"]}, "n": r.get("n")} for r in rows]
+    total = len(doc["rows"])
+    report.show(shown, f"Per {doc['by']}: the {len(shown)} lowest of {total} (metrics.json per_class has them all)")
+    return shown

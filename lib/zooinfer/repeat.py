@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -354,27 +353,8 @@ def repeat_run(folder: str | Path, n: Any, *, progress: bool = False,
         lines += ["Samples whose prediction changed (the first):", "",
                   report.markdown_table([{"key": k, "changed_in_repeats": c}
                                          for k, c in doc["flips"]["per_sample"].items()]), ""]
-    _write(final, out, "\n".join(lines))
+    report.write_report_folder(final, out, "\n".join(lines), "the repeatability report")
     return final
-
-
-def _write(final: Path, doc: dict, markdown: str) -> None:
-    """metrics.json and report.md into ``final`` under a temporary name, then renamed: a refused write is a clear
-    error naming the folder, and nothing half-written is left."""
-    from . import report
-
-    partial = final.with_name(f".{final.name}.partial")
-    try:
-        partial.mkdir(parents=True, exist_ok=True)
-        report.write_json(partial / "metrics.json", doc)
-        (partial / "report.md").write_text(markdown)
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-    except OSError as e:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ZooinferError(f"cannot write the repeatability report into {final.parent} ({e.strerror or e}); the "
-                            "run itself is unchanged. Make the folder writable or free space") from None
 
 
 def measured_spread(metrics_doc: dict) -> dict[str, float]:

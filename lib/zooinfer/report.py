@@ -221,6 +221,42 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
         f.write(text)
 
 
+def write_report_folder(final: str | os.PathLike, doc: dict, markdown: str, what: str, advice: str = "") -> Path:
+    """``metrics.json`` (``doc``) and ``report.md`` (``markdown``) into the folder ``final``, written under a
+    temporary name and renamed (a folder of the same name is replaced): a refused write (a read-only or full disk) is
+    an OutputError naming the folder, ``what`` was being written and ``advice``, and leaves nothing half-written."""
+    final = Path(final)
+    partial = final.with_name(f".{final.name}.partial")
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        write_json(partial / "metrics.json", doc)
+        with artefact(partial / "report.md") as f:
+            f.write(markdown)
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    except (OSError, OutputError) as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        why = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+        raise OutputError(f"cannot write {what} into {final.parent} ({why}); the run itself is unchanged. Make the "
+                          "folder writable or free space" + (f", {advice}" if advice else "")) from None
+    return final
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``; a ValueError saying why not (unreadable, not JSON: a torn or edited file, or not
+    an object), for the caller to name the file in its own words."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot be read ({e})") from None
+    except ValueError as e:
+        raise ValueError(f"not valid JSON ({e}; a torn or edited file)") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected a JSON object, got a {type(doc).__name__}")
+    return doc
+
+
 def accuracy_rows(metrics: dict[str, float], published: Any, headline: Iterable[str],
                   intervals: dict | None = None) -> list[dict]:
     """Ours vs the published reference (and other published revisions), in percent, with the delta; with

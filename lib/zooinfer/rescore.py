@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,8 @@ def rescore_run(folder: str | Path, overrides: dict[str, Any] | None = None, *, 
            "accuracy_vs_published": report.accuracy_rows(result.metrics, recipe.published, recipe.headline),
            "comparison": rows, "samples": result.n_samples, "predicted": result.n_done,
            "skipped": len(result.skipped), "seconds": round(result.wall_s, 3)}
-    _write_report(final, doc, _markdown(recipe, folder, overrides or {}, rows, result))
+    report.write_report_folder(final, doc, _markdown(recipe, folder, overrides or {}, rows, result),
+                               "the rescored report", "or rescore a copy of the run folder")
     return final
 
 
@@ -103,24 +103,6 @@ def check_ground_truth(folder: Path, fingerprint: dict, dataset: Any) -> None:
         raise ZooinferError(f"cannot rescore {folder}: its ground-truth files (changed: {', '.join(changed)}) are not "
                             "the ones the run was scored against (same names, other contents); rescore against the "
                             "files the run had, or run the model again")
-
-
-def _write_report(final: Path, doc: dict, markdown: str) -> None:
-    """metrics.json and report.md into ``final``, written under a temporary name and renamed: a refused write (a
-    read-only or full disk) is a clear error naming the folder, and leaves nothing half-written."""
-    partial = final.with_name(f".{final.name}.partial")
-    try:
-        partial.mkdir(parents=True, exist_ok=True)
-        report.write_json(partial / "metrics.json", doc)
-        (partial / "report.md").write_text(markdown)
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-    except OSError as e:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ZooinferError(f"cannot write the rescored report into {final.parent} ({e.strerror or e}); the run "
-                            "itself is unchanged. Make the folder writable or free space, or rescore a copy of the "
-                            "run folder") from None
 
 
 def _safe(text: str) -> str:

@@ -268,15 +268,12 @@ def read_fingerprint(run_folder: str | os.PathLike) -> dict:
     if path.is_symlink() or not path.is_file():
         raise StoreError(f"{path}: not a regular file ({'a symbolic link' if path.is_symlink() else 'missing'}); "
                          + advice)
+    from .report import read_json_object
+
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path}: cannot be read ({e}); {advice}") from None
+        return read_json_object(path)
     except ValueError as e:
-        raise StoreError(f"{path}: not valid JSON ({e}; a torn or edited file); {advice}") from None
-    if not isinstance(doc, dict):
-        raise StoreError(f"{path}: expected a JSON object, got a {type(doc).__name__}; {advice}")
-    return doc
+        raise StoreError(f"{path}: {e}; {advice}") from None
 
 
 # ------------------------------------------------------------------------------------------------ locks

@@ -2,7 +2,6 @@
 both hold, and what differs in their parameters, environments and speed figures (from each run's metrics.json)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,15 +54,12 @@ class RunSide:
 
 
 def _read_json(path: Path, what: str) -> dict:
+    from ..report import read_json_object
+
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise DiffInputError(f"{what} {path}: cannot be read ({e})") from None
+        return read_json_object(path)
     except ValueError as e:
-        raise DiffInputError(f"{what} {path}: not valid JSON ({e}); a torn or edited file") from None
-    if not isinstance(doc, dict):
-        raise DiffInputError(f"{what} {path}: expected a JSON object, got a {type(doc).__name__}")
-    return doc
+        raise DiffInputError(f"{what} {path}: {e}") from None
 
 
 def open_run(path: str | Path, label: str) -> RunSide:

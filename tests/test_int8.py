@@ -169,3 +169,18 @@ def test_backends_and_precision_calibrates_outside_the_runs_selection(tiny_onnx,
     info = next(v["info"] for v in doc["variants"] if v["name"] == "onnxruntime-int8")
     assert doc["n_samples"] == 4 and info["calibration_keys"] == ["img4", "img5", "img6"]
     assert info["calibration_from"] == "outside the evaluated selection" and doc["cpu"] == cpu.isa_note()
+
+
+def test_the_quantizers_root_logger_warnings_are_kept_off_the_terminal(caplog):
+    """ONNX Runtime's quantizer warns on the root logger per 1-D weight; the block that calls it is quiet, and the
+    root logger's level is restored afterwards."""
+    import logging
+
+    from zooinfer import int8
+
+    root = logging.getLogger()
+    before = root.level
+    with caplog.at_level(logging.WARNING), int8._quiet_root_logger():
+        logging.warning("Axis 1 is out-of-range for weight 'x.bn.weight' with rank 1")
+        logging.error("a real error")
+    assert [r.getMessage() for r in caplog.records] == ["a real error"] and root.level == before

@@ -34,6 +34,8 @@ ONNX Runtime deployment of such a model must pass ``disabled_optimizers=["Weight
 from __future__ import annotations
 
 import collections
+import contextlib
+import logging
 import os
 import platform
 import tempfile
@@ -264,7 +266,7 @@ def int8_onnx(recipe: Any, onnx_path: str | os.PathLike, dataset: Any, *, calibr
                "percentile": quant.CalibrationMethod.Percentile}
     types = {"int8": quant.QuantType.QInt8, "uint8": quant.QuantType.QUInt8}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_root_logger():
             warnings.simplefilter("ignore")
             quant.quantize_static(str(work), str(tmp), reader, quant_format=quant.QuantFormat.QDQ,
                                   per_channel=per_channel, reduce_range=reduce_range,
@@ -284,6 +286,20 @@ def int8_onnx(recipe: Any, onnx_path: str | os.PathLike, dataset: Any, *, calibr
     info.update(_kernel_info(out, work, nodes_to_exclude, info["ort_disabled_optimizers"]))
     _write_sidecar(out, info)
     return out, {**info, "cached": False}
+
+
+@contextlib.contextmanager
+def _quiet_root_logger(level: int = logging.ERROR):
+    """The root logger at ``level`` for the block: ONNX Runtime's quantizer logs one root-logger warning per 1-D
+    weight it cannot quantise per channel ("Axis 1 is out-of-range for weight '...bn.weight' with rank 1": it
+    quantises those per tensor), 48 lines for DPN131 on the terminal and in the notebook."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 def _calibration_cache(quant: Any, graph: Path, method: str, keys: Sequence[str]) -> dict:

@@ -77,14 +77,9 @@ def _stats(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
-def samples_of(recipe: Any, dataset: Any, n: int = 4) -> np.ndarray:
-    """Up to ``n`` real preprocessed inputs of the recipe's input shape."""
-    views = []
-    for s in dataset:
-        views += [v for v in recipe.preprocess(s.path)[0] if v.shape == tuple(recipe.input_shape)]
-        if len(views) >= n:
-            break
-    return np.stack(views[:n])
+def samples_of(recipe, dataset, n: int = 4) -> np.ndarray:
+    """Up to ``n`` real preprocessed inputs of the recipe's input shape (N, C, H, W)."""
+    return np.stack(bench.real_views(recipe, dataset, n))
 
 
 def bench_model(name: str, columns: list[tuple[str, Opener]], args: argparse.Namespace) -> dict:

@@ -42,12 +42,8 @@ def _stats(values: list[float]) -> dict:
 
 
 def samples_of(recipe, dataset, n: int = 4) -> np.ndarray:
-    views = []
-    for s in dataset:
-        views += [v for v in recipe.preprocess(s.path)[0] if v.shape == tuple(recipe.input_shape)]
-        if len(views) >= n:
-            break
-    return np.stack(views[:n])
+    """Up to ``n`` real preprocessed inputs of the recipe's input shape (N, C, H, W)."""
+    return np.stack(bench.real_views(recipe, dataset, n))
 
 
 def bench_model(name: str, args) -> dict:

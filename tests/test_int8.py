@@ -184,3 +184,22 @@ def test_the_quantizers_root_logger_warnings_are_kept_off_the_terminal(caplog):
         logging.warning("Axis 1 is out-of-range for weight 'x.bn.weight' with rank 1")
         logging.error("a real error")
     assert [r.getMessage() for r in caplog.records] == ["a real error"] and root.level == before
+
+
+def test_the_quantizers_preprocessing_runs_in_its_own_temporary_folder(tmp_path, monkeypatch):
+    """ONNX Runtime's shape inference may write temporary files into the working folder: quant_pre_process runs with
+    the working folder set to the build's temporary folder, and the caller's is restored afterwards."""
+    import os
+
+    from onnxruntime.quantization import shape_inference
+
+    from zooinfer import int8
+
+    src = residual_block_onnx(tmp_path / "m.onnx")
+    seen = []
+    real = shape_inference.quant_pre_process
+    monkeypatch.setattr(shape_inference, "quant_pre_process",
+                        lambda *a, **kw: seen.append(os.getcwd()) or real(*a, **kw))
+    here = os.getcwd()
+    int8.preprocessed_onnx(src)
+    assert seen and seen[0] != here and seen[0].startswith(str(tmp_path)) and os.getcwd() == here

@@ -177,6 +177,19 @@ class CalibrationReader:
 
 
 # ------------------------------------------------------------------------------------------------ building
+@contextlib.contextmanager
+def _working_folder(folder: str | os.PathLike):
+    """The process's working folder is ``folder`` for the block (``contextlib.chdir`` from Python 3.11 on): ONNX
+    Runtime's symbolic shape inference saves large graphs as ``sym_shape_infer_temp.onnx`` plus an external-data file
+    in the *working folder*, and a killed build left them (530 MB) in the checkout. Quantisation runs on one thread."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def preprocessed_onnx(onnx_path: str | os.PathLike) -> tuple[Path, dict]:
     """``onnx_path`` made ready for ONNX Runtime's quantizer, cached next to it (``<stem>.qpre-<key>.onnx``):
     converted to opset 13 where below, then ``quant_pre_process`` (shape inference + basic graph optimisation).
@@ -200,11 +213,12 @@ def preprocessed_onnx(onnx_path: str | os.PathLike) -> tuple[Path, dict]:
         info["converted_opset"] = f"{opset} -> 13"
     with tempfile.TemporaryDirectory(dir=src.parent, prefix=f".{src.stem}.qpre-") as tmp:
         done = Path(tmp) / "pre.onnx"
-        try:
-            shape_inference.quant_pre_process(model, str(done))
-        except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's is enough
-            info["symbolic_shape_inference"] = f"skipped: {type(e).__name__}: {str(e)[:200]}"
-            shape_inference.quant_pre_process(model, str(done), skip_symbolic_shape=True)
+        with _working_folder(tmp):
+            try:
+                shape_inference.quant_pre_process(model, str(done))
+            except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's is enough
+                info["symbolic_shape_inference"] = f"skipped: {type(e).__name__}: {str(e)[:200]}"
+                shape_inference.quant_pre_process(model, str(done), skip_symbolic_shape=True)
         del model
         return _save(onnx.load(str(done)), out, info), info
 

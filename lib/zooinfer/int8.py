@@ -48,6 +48,7 @@ import numpy as np
 
 from . import cpu
 from .errors import ZooinferError
+from .paths import working_folder
 
 #: the INT8 variants (zooinfer.variants names) -> the int8_onnx settings they fix (None: the CPU's default)
 VARIANT_SETTINGS = {"onnxruntime-int8": {}, "onnxruntime-int8-s8s8": {"activation_type": "int8"}}
@@ -177,19 +178,6 @@ class CalibrationReader:
 
 
 # ------------------------------------------------------------------------------------------------ building
-@contextlib.contextmanager
-def _working_folder(folder: str | os.PathLike):
-    """The process's working folder is ``folder`` for the block (``contextlib.chdir`` from Python 3.11 on): ONNX
-    Runtime's symbolic shape inference saves large graphs as ``sym_shape_infer_temp.onnx`` plus an external-data file
-    in the *working folder*, and a killed build left them (530 MB) in the checkout. Quantisation runs on one thread."""
-    before = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def preprocessed_onnx(onnx_path: str | os.PathLike) -> tuple[Path, dict]:
     """``onnx_path`` made ready for ONNX Runtime's quantizer, cached next to it (``<stem>.qpre-<key>.onnx``):
     converted to opset 13 where below, then ``quant_pre_process`` (shape inference + basic graph optimisation).
@@ -213,7 +201,9 @@ def preprocessed_onnx(onnx_path: str | os.PathLike) -> tuple[Path, dict]:
         info["converted_opset"] = f"{opset} -> 13"
     with tempfile.TemporaryDirectory(dir=src.parent, prefix=f".{src.stem}.qpre-") as tmp:
         done = Path(tmp) / "pre.onnx"
-        with _working_folder(tmp):
+        # ONNX Runtime's symbolic shape inference saves large graphs (sym_shape_infer_temp.onnx + external data) in
+        # the working folder: a killed build left them (530 MB) in the checkout
+        with working_folder(tmp):
             try:
                 shape_inference.quant_pre_process(model, str(done))
             except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's is enough

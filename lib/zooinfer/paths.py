@@ -8,8 +8,10 @@ neither make zooinfer read nor write outside the dataset, the run folder or ``--
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 from .errors import DatasetError, ZooinferError
 
@@ -65,3 +67,16 @@ def make_folder(folder: str | os.PathLike, what: str = "the folder") -> Path:
     except OSError as e:
         raise ZooinferError(f"cannot create {what} {folder}: {e.strerror or e}") from None
     return folder
+
+
+@contextlib.contextmanager
+def working_folder(folder: str | os.PathLike) -> Iterator[None]:
+    """The process's working folder is ``folder`` for the block, the previous one put back after, also after an error
+    (``contextlib.chdir`` from Python 3.11 on). For tools that read or write in the working folder: LoadGen reads
+    ``audit.config`` there; ONNX Runtime's symbolic shape inference saves large graphs there."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

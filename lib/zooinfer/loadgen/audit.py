@@ -21,14 +21,14 @@ code is ours.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ZooinferError
+from ..paths import working_folder
 from ..parameters import AUDITS, audit_name  # noqa: F401 - the names and their parser live below config
 
 #: TEST04: the repeated-sample run may be at most this much faster (fraction)
@@ -60,18 +60,6 @@ def audit_config(test: str, n_samples: int) -> str:
     # TEST05: LoadGen (6.x) reads no seed from an audit.config (nor its test05 keys): _rerun sets the seeds in the
     # TestSettings it requests, and _not_applied checks LoadGen's effective seeds
     return "# zooinfer: MLPerf compliance audit " + test + "\n" + "\n".join(lines) + "\n"
-
-
-@contextlib.contextmanager
-def working_directory(folder: Path) -> Iterator[None]:
-    """Run the block in ``folder`` (LoadGen reads ``audit.config`` from the working directory); the previous one
-    is put back after, also after an error."""
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def encode_prediction(prediction: Any) -> bytes:
@@ -215,7 +203,7 @@ def run_audits(h: Any, results: dict, tests: Any, accuracy: dict | None = None) 
             try:
                 if test == "TEST01":
                     h.sut.encode = encode_prediction
-                with working_directory(folder):
+                with working_folder(folder):  # LoadGen reads audit.config from the working folder
                     audited = _rerun(h, test, scenario, reference, f"audits/{test}/{scenario}")
                 rows.append(_judge(test, scenario, reference, audited, accuracy, h.recipe.task))
             except Exception as e:  # noqa: BLE001 - one audit's failure is reported; the others still run

@@ -178,13 +178,8 @@ def main() -> int:
     doc = {"time": dt.datetime.now().isoformat(timespec="seconds"), "environment": report.environment(),
            "cpu": {"name": cpu.cpu_name(), "flags": list(cpu.isa_flags()), "note": cpu.isa_note()},
            "args": vars(args), "columns": keys, "results": results}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    report.write_json(out / f"precision-{stamp}.json", doc)
-    report.write_json(out / "precision-latest.json", doc)
     text = tables(results, keys)
-    (out / "precision-latest.md").write_text(text + "\n")
+    bench.save_results(HERE / "results", "precision-", doc, text)
     print(text)
     return 0
 

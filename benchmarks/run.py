@@ -256,13 +256,8 @@ def main() -> int:
     results = [bench_model(m, args) for m in models]
     doc = {"when": dt.datetime.now().isoformat(timespec="seconds"), "matmul_peak_gflops": peak,
            "environment": report.environment(), "args": vars(args), "results": results}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    report.write_json(out / f"{stamp}.json", doc)
-    report.write_json(out / "latest.json", doc)
     text = tables(results, peak)
-    (out / "latest.md").write_text(text + "\n")
+    bench.save_results(HERE / "results", "", doc, text)
     print(text)
     return 0
 

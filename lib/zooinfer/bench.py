@@ -371,3 +371,19 @@ def replace_section(path: Any, heading: str, section: str) -> None:
     nxt = text.find("\n## ", start + len(heading))
     rest = text[nxt + 1:] if nxt >= 0 else ""
     path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
+
+
+def save_results(folder: Any, prefix: str, doc: dict, text: str) -> None:
+    """A benchmark's results in ``folder`` (created): ``doc`` as ``<prefix><timestamp>.json`` and
+    ``<prefix>latest.json``, its markdown ``text`` as ``<prefix>latest.md``."""
+    import datetime as dt
+    from pathlib import Path
+
+    from .report import write_json
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    write_json(out / f"{prefix}{stamp}.json", doc)
+    write_json(out / f"{prefix}latest.json", doc)
+    (out / f"{prefix}latest.md").write_text(text + "\n")
